@@ -1,0 +1,55 @@
+"""multipos: position schemes for structured and multimodal data.
+
+The core imports only torch. Domain adapters live in ``multipos.vision`` (timm, open_clip),
+``multipos.graph`` (PyTorch Geometric) and ``multipos.documents``; importing one registers its
+schemes.
+"""
+
+from multipos import positions
+from multipos import schemes as _schemes  # noqa: F401  (registers the core schemes)
+from multipos._version import __version__
+from multipos.attention import ContextualBias, ValueBias, attention
+from multipos.bias import (
+    IRPE,
+    RelativePositionBias,
+    contextual_bias,
+    irpe_buckets,
+    irpe_num_buckets,
+    irpe_piecewise_index,
+    value_bias,
+)
+from multipos.fourier import LearnableFourierFeatures
+from multipos.frequencies import FrequencyScaling, rotary_inv_freq, scaled_inv_freq
+from multipos.positions import GridPositions, build_grid_positions, build_sequence_positions
+from multipos.registry import SchemeSpec, create_scheme, get_scheme, list_schemes, register_scheme
+from multipos.rotary import RotaryEmbedding, apply_rotary, rotate_pairs
+
+__all__ = [
+    "IRPE",
+    "ContextualBias",
+    "FrequencyScaling",
+    "GridPositions",
+    "LearnableFourierFeatures",
+    "RelativePositionBias",
+    "RotaryEmbedding",
+    "SchemeSpec",
+    "ValueBias",
+    "__version__",
+    "apply_rotary",
+    "attention",
+    "build_grid_positions",
+    "build_sequence_positions",
+    "contextual_bias",
+    "create_scheme",
+    "get_scheme",
+    "irpe_buckets",
+    "irpe_num_buckets",
+    "irpe_piecewise_index",
+    "list_schemes",
+    "positions",
+    "register_scheme",
+    "rotary_inv_freq",
+    "rotate_pairs",
+    "scaled_inv_freq",
+    "value_bias",
+]

@@ -1,0 +1,167 @@
+r"""One attention entry point that applies position schemes and dispatches to fused SDPA.
+
+Schemes act on attention in a few ways, and :func:`attention` applies any combination:
+
+1. rotate q and k (RoPE family): fused SDPA is kept;
+2. add a bias to the logits, static or query/key-dependent (iRPE bias and contextual modes):
+   passed to SDPA as ``attn_mask`` and composed with any user mask;
+3. add a term to the output from the attention probabilities (iRPE on values): the one case
+   that needs the probabilities, computed on the manual path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from multipos.bias import contextual_bias, value_bias
+from multipos.rotary import Layout, apply_rotary
+
+__all__ = ["ContextualBias", "ValueBias", "attention"]
+
+
+class ContextualBias(NamedTuple):
+    """A query- or key-dependent logit bias, iRPE contextual mode.
+
+    ``on="k"``: :math:`b_{ij} = s\\, q_i^\\top r_{\\text{buckets}[i, j]}` with
+    ``buckets: (T, L, S)``.
+    ``on="q"``: :math:`b_{ij} = s\\, k_j^\\top r_{\\text{buckets}[j, i]}` with key-centred
+    ``buckets: (T, S, L)`` (for self-attention, the same tensor as for ``"k"``).
+    ``s`` is the attention scale and ``table`` is ``(H or 1, D, K)``.
+    """
+
+    table: Tensor
+    buckets: Tensor
+    on: Literal["q", "k"] = "k"
+
+
+class ValueBias(NamedTuple):
+    """A value-side term :math:`z_i \\mathrel{+}= \\sum_j a_{ij} r_{\\text{buckets}[i, j]}`;
+    ``table: (H or 1, K, D)``, ``buckets: (T, L, S)``."""
+
+    table: Tensor
+    buckets: Tensor
+
+
+def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    if mask.dtype == torch.bool:
+        # SDPA convention: True means "may attend".
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, float("-inf")
+        )
+    if not mask.is_floating_point():
+        raise TypeError(f"mask must be bool or floating point, got {mask.dtype}")
+    return mask.to(dtype)
+
+
+def _add(total: Tensor | None, term: Tensor) -> Tensor:
+    return term if total is None else total + term
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    rotary: tuple[Tensor, Tensor] | None = None,
+    rotary_k: tuple[Tensor, Tensor] | None = None,
+    layout: Layout = "half",
+    bias: Tensor | None = None,
+    contextual: Sequence[ContextualBias] = (),
+    values: Sequence[ValueBias] = (),
+    mask: Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    r"""Scaled dot-product attention with position schemes applied.
+
+    .. math::
+        \text{out}_i = \sum_j a_{ij} \Big(v_j + \sum_{\text{values}} r_{ij}\Big),\quad
+        a_{ij} = \operatorname{softmax}_j\big(s\, (R_i q_i)^\top (R_j k_j) + \text{bias}_{ij}
+        + \text{contextual}_{ij} + \text{mask}_{ij}\big)
+
+    where :math:`R` are the rotary rotations and :math:`s` is ``scale`` (default
+    :math:`D^{-1/2}`). Without value terms this calls
+    :func:`torch.nn.functional.scaled_dot_product_attention` (flash/efficient kernels when no
+    additive term is present); value terms need the probabilities and use the manual path.
+    Contextual terms see q and k after rotation.
+
+    Args:
+        q: ``(B, H, L, D)``.
+        k: ``(B, H, S, D)``.
+        v: ``(B, H, S, Dv)``.
+        rotary: ``(cos, sin)`` for the queries, ``(..., L, R)``; also used for the keys
+            unless ``rotary_k`` is given.
+        rotary_k: ``(cos, sin)`` for the keys, ``(..., S, R)``.
+        layout: Channel pairing of the rotary tables, ``"half"`` or ``"interleaved"``.
+        bias: Additive logit bias broadcastable to ``(B, H, L, S)``.
+        contextual: Query/key-dependent biases (iRPE contextual mode).
+        values: Value-side terms (iRPE on values).
+        mask: Boolean (True = attend) or additive float mask broadcastable to
+            ``(B, H, L, S)``.
+        is_causal: Causal mask (top-left aligned, like SDPA); composed with the rest.
+        scale: Logit scale; default ``1 / sqrt(D)``.
+        dropout_p: Dropout on the attention probabilities.
+
+    Returns:
+        ``(B, H, L, Dv)`` in the dtype of ``q``.
+
+    Raises:
+        ValueError: If q, k, v are not 4-D with matching batch/heads, or a ``ContextualBias``
+            has an unknown ``on``.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            f"q, k, v must be (B, H, L, D); got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v.shape)}"
+        )
+    if k.shape[:2] != v.shape[:2] or k.shape[-2] != v.shape[-2] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if rotary is not None:
+        q = apply_rotary(q, *rotary, layout=layout)
+        k = apply_rotary(k, *(rotary_k if rotary_k is not None else rotary), layout=layout)
+    elif rotary_k is not None:
+        raise ValueError("rotary_k given without rotary")
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    length, span = q.shape[-2], k.shape[-2]
+
+    total: Tensor | None = None
+    if bias is not None:
+        total = _add(total, bias.to(q.dtype))
+    for term in contextual:
+        if term.on == "k":
+            total = _add(total, contextual_bias(q * scale, term.table, term.buckets))
+        elif term.on == "q":
+            total = _add(
+                total, contextual_bias(k * scale, term.table, term.buckets).transpose(-1, -2)
+            )
+        else:
+            raise ValueError(f"ContextualBias.on must be 'q' or 'k', got {term.on!r}")
+    if mask is not None:
+        total = _add(total, _mask_to_bias(mask, q.dtype))
+    if is_causal and (total is not None or values):
+        allowed = torch.ones(length, span, dtype=torch.bool, device=q.device).tril()
+        total = _add(total, _mask_to_bias(allowed, q.dtype))
+        is_causal = False
+
+    if not values:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=total, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+        )
+
+    logits = torch.matmul(q * scale, k.transpose(-1, -2))
+    if total is not None:
+        logits = logits + total
+    probs = logits.softmax(dim=-1)
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
+    out = torch.matmul(probs, v)
+    for vterm in values:
+        out = out + value_bias(probs, vterm.table, vterm.buckets).to(out.dtype)
+    return out

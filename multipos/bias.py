@@ -1,0 +1,392 @@
+r"""Relative-position buckets and bias tables: iRPE's piecewise index, static and contextual.
+
+From "Rethinking and Improving Relative Position Encoding for Vision Transformer" (Wu, Peng,
+Chen, Fu, Chao, 2021, arXiv:2107.14222). Relative offsets between a query and a key patch are
+mapped to a small number of buckets by a piecewise function that is exact near zero and
+logarithmic far away; each bucket owns either a scalar per head (``"bias"`` mode) or a vector
+that is dotted with the query, key or attention weights (``"contextual"`` mode).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "IRPE",
+    "IRPEMethod",
+    "IRPEMode",
+    "RelativePositionBias",
+    "contextual_bias",
+    "irpe_buckets",
+    "irpe_num_buckets",
+    "irpe_piecewise_index",
+    "value_bias",
+]
+
+IRPEMethod = Literal["euclidean", "quant", "cross", "product"]
+IRPEMode = Literal["bias", "contextual"]
+IRPE_METHODS: tuple[str, ...] = get_args(IRPEMethod)
+IRPE_MODES: tuple[str, ...] = get_args(IRPEMode)
+
+
+def _irpe_coefficients(ratio: float) -> tuple[float, float, float]:
+    if not ratio > 0:
+        raise ValueError(f"iRPE ratio must be positive, got {ratio}")
+    # alpha : beta : gamma = 1 : 2 : 8, scaled by ratio (paper, Sec. 3.3).
+    return 1.0 * ratio, 2.0 * ratio, 8.0 * ratio
+
+
+def irpe_piecewise_index(x: Tensor, alpha: float, beta: float, gamma: float) -> Tensor:
+    r"""iRPE's piecewise index function, Eq. (18) of Wu et al. (2021, arXiv:2107.14222).
+
+    .. math::
+        g(x) = \begin{cases}
+            [x] & |x| \le \alpha \\
+            \operatorname{sign}(x) \min\left(\beta, \left[\alpha + \frac{\ln(|x|/\alpha)}
+                {\ln(\gamma/\alpha)} (\beta - \alpha)\right]\right) & |x| > \alpha
+        \end{cases}
+
+    where :math:`[\cdot]` rounds half to even; the result is truncated towards zero to an
+    integer in :math:`[-\lfloor\beta\rfloor, \lfloor\beta\rfloor]`.
+
+    Args:
+        x: Relative offsets (or distances), any shape, integer or float.
+        alpha, beta, gamma: Coefficients with ``0 < alpha < beta`` and ``gamma > alpha``.
+
+    Returns:
+        ``torch.long`` tensor of the shape of ``x``.
+
+    Raises:
+        ValueError: If the coefficients are out of range.
+    """
+    if not (0 < alpha < beta and gamma > alpha):
+        raise ValueError(
+            f"need 0 < alpha < beta and gamma > alpha, got alpha={alpha}, beta={beta}, "
+            f"gamma={gamma}"
+        )
+    xf = x.to(torch.float32)
+    mag = xf.abs()
+    # clamp keeps log finite on the near branch, whose value is discarded by where().
+    far = alpha + torch.log(mag.clamp(min=alpha) / alpha) / math.log(gamma / alpha) * (beta - alpha)
+    far = torch.sign(xf) * far.round().clamp(max=beta)
+    out = torch.where(mag <= alpha, xf.round(), far)
+    return out.to(torch.long)
+
+
+def irpe_num_buckets(method: IRPEMethod, ratio: float = 1.9, num_prefix_tokens: int = 0) -> int:
+    """Number of buckets of one iRPE table (both axes' tables together for ``"cross"``).
+
+    ``2 * floor(beta) + 1`` for euclidean/quant, ``(2 * floor(beta) + 1) ** 2`` for product,
+    ``2 * (2 * floor(beta) + 1)`` for cross (rows and columns); plus one bucket shared by every
+    pair involving a prefix token (per axis for cross) when ``num_prefix_tokens > 0``.
+
+    Raises:
+        ValueError: On an unknown ``method``.
+    """
+    if method not in IRPE_METHODS:
+        raise ValueError(f"iRPE method must be one of {IRPE_METHODS}, got {method!r}")
+    _, beta, _ = _irpe_coefficients(ratio)
+    side = 2 * int(beta) + 1
+    extra = 1 if num_prefix_tokens > 0 else 0
+    if method == "product":
+        return side * side + extra
+    if method == "cross":
+        return 2 * (side + extra)
+    return side + extra
+
+
+def irpe_buckets(
+    query: Tensor,
+    key: Tensor | None = None,
+    *,
+    method: IRPEMethod = "product",
+    ratio: float = 1.9,
+    num_prefix_tokens: int = 0,
+) -> Tensor:
+    r"""Bucket of every (query, key) pair of 2-D positions, iRPE Eq. (13)-(17) and (18).
+
+    With offsets :math:`(\Delta r, \Delta c) = p_i - p_j` (query minus key) and
+    :math:`\beta' = \lfloor\beta\rfloor`:
+
+    .. math::
+        \text{euclidean: } g([\sqrt{\Delta r^2 + \Delta c^2}]) + \beta' \qquad
+        \text{quant: } g(\Delta r^2 + \Delta c^2) + \beta' \\
+        \text{product: } (g(\Delta r) + \beta')(2\beta' + 1) + g(\Delta c) + \beta' \qquad
+        \text{cross: } \big(g(\Delta r) + \beta',\; g(\Delta c) + \beta' + K_\text{axis}\big)
+
+    with :math:`\alpha:\beta:\gamma = 1:2:8 \times` ``ratio``. Every pair that involves a
+    prefix token (class token, registers) gets one extra bucket (the last; per axis for cross).
+    Bucket ids match the official implementation, so its tables load unchanged.
+
+    Args:
+        query: ``(2, L)`` query patch positions (rows, cols).
+        key: ``(2, S)`` key patch positions; defaults to ``query``.
+        method: ``"euclidean"``, ``"quant"``, ``"cross"`` or ``"product"``.
+        ratio: Bucket-count ratio (1.9 in the paper's best configuration).
+        num_prefix_tokens: Prefix tokens ``P`` placed before the patches of both sides.
+
+    Returns:
+        ``(T, P + L, P + S)`` long, ``T = 2`` for cross and 1 otherwise, indexing a table of
+        :func:`irpe_num_buckets` rows.
+
+    Raises:
+        ValueError: On an unknown method, non-2-D positions or a negative prefix count.
+    """
+    if method not in IRPE_METHODS:
+        raise ValueError(f"iRPE method must be one of {IRPE_METHODS}, got {method!r}")
+    key = query if key is None else key
+    if query.dim() != 2 or key.dim() != 2 or query.shape[0] != 2 or key.shape[0] != 2:
+        raise ValueError(
+            f"iRPE positions must be (2, L) rows/cols, got query {tuple(query.shape)} "
+            f"and key {tuple(key.shape)}"
+        )
+    if num_prefix_tokens < 0:
+        raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+    alpha, beta, gamma = _irpe_coefficients(ratio)
+    b = int(beta)
+    side = 2 * b + 1
+    # (2, L, 1) - (2, 1, S) -> (2, L, S) offsets, query minus key.
+    diff = query[:, :, None].to(torch.float32) - key[:, None, :].to(torch.float32)
+    if method == "euclidean":
+        ids = irpe_piecewise_index(diff.square().sum(0).sqrt().round(), alpha, beta, gamma)
+        ids = (ids + b)[None]
+    elif method == "quant":
+        ids = (irpe_piecewise_index(diff.square().sum(0), alpha, beta, gamma) + b)[None]
+    else:
+        axes = irpe_piecewise_index(diff, alpha, beta, gamma) + b  # (2, L, S) in [0, side)
+        ids = (axes[0] * side + axes[1])[None] if method == "product" else axes
+    if num_prefix_tokens == 0:
+        return ids
+    per_axis = irpe_num_buckets(method, ratio, num_prefix_tokens)
+    if method == "cross":
+        per_axis //= 2
+    t, length, span = ids.shape
+    p = num_prefix_tokens
+    # The prefix bucket is the last of each (per-axis) table.
+    out = ids.new_full((t, p + length, p + span), per_axis - 1)
+    out[:, p:, p:] = ids
+    if method == "cross":
+        out[1] += per_axis
+    return out
+
+
+def contextual_bias(x: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
+    r"""Query-dependent bias :math:`b_{ij} = x_i^\top r_{\text{bucket}(i, j)}` by gather.
+
+    iRPE contextual mode, Eq. (6) of Wu et al. (2021): the product with every bucket vector is
+    computed once, :math:`(B, H, L, K)`, then gathered per pair, which is cheaper than
+    materialising :math:`r` for every pair.
+
+    Args:
+        x: ``(B, H, L, D)`` (queries, already scaled, for a term on keys).
+        table: ``(H or 1, D, K)`` bucket vectors.
+        buckets: ``(T, L, S)`` long; the ``T`` lookups are summed.
+
+    Returns:
+        ``(B, H, L, S)`` in the dtype of ``x``.
+
+    Raises:
+        ValueError: If the shapes disagree.
+    """
+    if table.dim() != 3 or table.shape[-2] != x.shape[-1]:
+        raise ValueError(f"table must be (H or 1, D={x.shape[-1]}, K), got {tuple(table.shape)}")
+    if buckets.dim() != 3 or buckets.shape[1] != x.shape[-2]:
+        raise ValueError(f"buckets must be (T, L={x.shape[-2]}, S), got {tuple(buckets.shape)}")
+    lut = torch.matmul(x, table.to(x.dtype))  # (B, H, L, K)
+    bsz, heads, length, _ = lut.shape
+    span = buckets.shape[-1]
+    out = lut.gather(-1, buckets[0].expand(bsz, heads, length, span))
+    for t in range(1, buckets.shape[0]):
+        out = out + lut.gather(-1, buckets[t].expand(bsz, heads, length, span))
+    return out
+
+
+def value_bias(probs: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
+    r"""Value-side term :math:`z_i = \sum_j a_{ij} r^V_{\text{bucket}(i, j)}`.
+
+    iRPE Eq. (8) of Wu et al. (2021). Attention weights are first summed per bucket,
+    :math:`w_{ik} = \sum_{j: \text{bucket}(i,j) = k} a_{ij}`, then multiplied by the table, so the
+    cost is :math:`O(BHLS + BHLKD)` instead of materialising :math:`(L, S, D)`.
+
+    Args:
+        probs: ``(B, H, L, S)`` attention probabilities.
+        table: ``(H or 1, K, D)`` bucket vectors.
+        buckets: ``(T, L, S)`` long; the ``T`` lookups are summed.
+
+    Returns:
+        ``(B, H, L, D)``.
+
+    Raises:
+        ValueError: If the shapes disagree.
+    """
+    if table.dim() != 3:
+        raise ValueError(f"table must be (H or 1, K, D), got {tuple(table.shape)}")
+    if buckets.dim() != 3 or tuple(buckets.shape[1:]) != tuple(probs.shape[-2:]):
+        raise ValueError(
+            f"buckets must be (T, L, S) = (T, {probs.shape[-2]}, {probs.shape[-1]}), "
+            f"got {tuple(buckets.shape)}"
+        )
+    bsz, heads, length, span = probs.shape
+    weights = probs.new_zeros(bsz, heads, length, table.shape[1])
+    for t in range(buckets.shape[0]):
+        weights = weights.scatter_add(-1, buckets[t].expand(bsz, heads, length, span), probs)
+    return torch.matmul(weights, table.to(probs.dtype))
+
+
+class RelativePositionBias(nn.Module):
+    r"""Learnable scalar per (head, bucket): a static attention bias :math:`b_{ij} = t_{h,
+    \text{bucket}(i,j)}`.
+
+    iRPE bias mode, Eq. (5) of "Rethinking and Improving Relative Position Encoding for Vision
+    Transformer" (Wu et al., 2021, arXiv:2107.14222). The table starts at zero, so adding it to
+    a trained model changes nothing until it is trained.
+
+    Args:
+        num_buckets: Table rows ``K``.
+        num_heads: Heads ``H``; with ``shared_heads`` one row is shared by all heads.
+        shared_heads: Share one table between heads.
+
+    Shape:
+        ``forward(buckets: (T, L, S))`` returns ``(1, H or 1, L, S)``.
+
+    Raises:
+        ValueError: On non-positive sizes.
+    """
+
+    def __init__(self, num_buckets: int, num_heads: int, *, shared_heads: bool = False) -> None:
+        super().__init__()
+        if num_buckets <= 0 or num_heads <= 0:
+            raise ValueError(
+                f"num_buckets and num_heads must be positive, got {num_buckets}, {num_heads}"
+            )
+        self.num_buckets = num_buckets
+        self.num_heads = num_heads
+        self.table = nn.Parameter(torch.zeros(1 if shared_heads else num_heads, num_buckets))
+
+    def forward(self, buckets: Tensor) -> Tensor:
+        out = self.table[:, buckets].sum(1)  # (H, T, L, S) -> (H, L, S)
+        return out.unsqueeze(0)
+
+
+class IRPE(nn.Module):
+    r"""Image relative position encoding on queries, keys and/or values.
+
+    From "Rethinking and Improving Relative Position Encoding for Vision Transformer" (Wu,
+    Peng, Chen, Fu, Chao, ICCV 2021, arXiv:2107.14222), Eq. (5)-(8):
+
+    .. math::
+        e_{ij} = \frac{(x_i W^Q)(x_j W^K)^\top + b_{ij}}{\sqrt{d}},\quad
+        b_{ij} = \underbrace{x_i W^Q r^K_{ij}}_{\text{on k}} +
+                 \underbrace{x_j W^K r^Q_{ij}}_{\text{on q}},\quad
+        z_i = \sum_j a_{ij} (x_j W^V + \underbrace{r^V_{ij}}_{\text{on v}})
+
+    where :math:`r_{ij}` is the table row of the pair's bucket (:func:`irpe_buckets`); in
+    ``"bias"`` mode :math:`r_{ij}` is a scalar per head. Tables start at zero (the paper's
+    initialisation), so adding iRPE to a trained model leaves its outputs unchanged.
+
+    Args:
+        num_heads: Attention heads ``H``.
+        head_dim: Channels per head ``D``.
+        method: ``"euclidean"``, ``"quant"``, ``"cross"`` or ``"product"``.
+        mode: ``"bias"`` or ``"contextual"``.
+        on: Which of ``"q"``, ``"k"``, ``"v"`` carry a term, e.g. ``"k"`` or ``"qkv"``.
+        ratio: Bucket-count ratio (default 1.9: 7x7 product buckets).
+        shared_heads: Share each table between heads (the paper's default).
+        num_prefix_tokens: Prefix tokens (class, registers) sharing one extra bucket.
+
+    Raises:
+        ValueError: On an unknown method or mode, ``on`` with letters other than q/k/v,
+            or ``"bias"`` mode on values (undefined in the paper).
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        *,
+        method: IRPEMethod = "product",
+        mode: IRPEMode = "contextual",
+        on: str = "k",
+        ratio: float = 1.9,
+        shared_heads: bool = True,
+        num_prefix_tokens: int = 1,
+    ) -> None:
+        super().__init__()
+        if mode not in IRPE_MODES:
+            raise ValueError(f"iRPE mode must be one of {IRPE_MODES}, got {mode!r}")
+        sides = set(on)
+        if not on or not sides <= {"q", "k", "v"} or len(sides) != len(on):
+            raise ValueError(
+                f"on must be a non-empty subset of 'qkv' like 'k' or 'qkv', got {on!r}"
+            )
+        if mode == "bias" and "v" in sides:
+            raise ValueError(
+                "iRPE bias mode is defined on q and k only; use mode='contextual' for v"
+            )
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.method: IRPEMethod = method
+        self.mode: IRPEMode = mode
+        self.on = "".join(s for s in "qkv" if s in sides)
+        self.ratio = ratio
+        self.shared_heads = shared_heads
+        self.num_prefix_tokens = num_prefix_tokens
+        self.num_buckets = irpe_num_buckets(method, ratio, num_prefix_tokens)
+        h = 1 if shared_heads else num_heads
+        k = self.num_buckets
+        self.table_q = self._table(h, k) if "q" in sides else None
+        self.table_k = self._table(h, k) if "k" in sides else None
+        self.table_v = nn.Parameter(torch.zeros(h, k, head_dim)) if "v" in sides else None
+
+    def _table(self, heads: int, buckets: int) -> nn.Parameter:
+        shape = (heads, buckets) if self.mode == "bias" else (heads, self.head_dim, buckets)
+        return nn.Parameter(torch.zeros(shape))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, method={self.method!r}, "
+            f"mode={self.mode!r}, on={self.on!r}, ratio={self.ratio}, "
+            f"num_buckets={self.num_buckets}, shared_heads={self.shared_heads}"
+        )
+
+    def buckets(self, query: Tensor, key: Tensor | None = None) -> Tensor:
+        """Bucket ids ``(T, P + L, P + S)`` for patch positions ``(2, L)`` (and ``(2, S)``)."""
+        return irpe_buckets(
+            query,
+            key,
+            method=self.method,
+            ratio=self.ratio,
+            num_prefix_tokens=self.num_prefix_tokens,
+        )
+
+    def static_bias(self, buckets: Tensor) -> Tensor | None:
+        """Bias-mode term ``(1, H or 1, L, S)``, or ``None`` in contextual mode."""
+        if self.mode != "bias":
+            return None
+        out: Tensor | None = None
+        if self.table_k is not None:
+            out = self.table_k[:, buckets].sum(1).unsqueeze(0)
+        if self.table_q is not None:
+            # Key-centred ids of a self-attention pair are the transposed ones.
+            q_term = self.table_q[:, buckets.transpose(-1, -2)].sum(1).unsqueeze(0)
+            out = q_term if out is None else out + q_term
+        return out
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor) -> Tensor:
+        """Self-attention with this iRPE; ``q, k, v: (B, H, L, D)``, ``buckets: (T, L, L)``."""
+        from multipos.attention import ContextualBias, ValueBias, attention
+
+        contextual = []
+        if self.mode == "contextual":
+            if self.table_k is not None:
+                contextual.append(ContextualBias(self.table_k, buckets, "k"))
+            if self.table_q is not None:
+                contextual.append(ContextualBias(self.table_q, buckets, "q"))
+        values = [ValueBias(self.table_v, buckets)] if self.table_v is not None else []
+        return attention(
+            q, k, v, bias=self.static_bias(buckets), contextual=contextual, values=values
+        )

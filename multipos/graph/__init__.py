@@ -1,0 +1,1 @@
+"""multipos.graph"""

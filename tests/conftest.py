@@ -1,0 +1,27 @@
+import importlib
+
+import pytest
+import torch
+from hypothesis import settings
+
+settings.register_profile("multipos", max_examples=40, deadline=None)
+settings.load_profile("multipos")
+
+DOMAINS = ("vision", "graph", "documents")
+
+
+def import_domains() -> list[str]:
+    """Import every domain whose framework is installed, so its schemes are registered."""
+    loaded = []
+    for d in DOMAINS:
+        try:
+            importlib.import_module(f"multipos.{d}")
+        except ImportError:
+            continue
+        loaded.append(d)
+    return loaded
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)

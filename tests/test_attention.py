@@ -1,0 +1,121 @@
+"""multipos.attention: every combination equals the manual reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from multipos import ContextualBias, RotaryEmbedding, ValueBias, apply_rotary, attention
+
+
+def _manual(q, k, v, add=None, causal=False):
+    logits = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+    if add is not None:
+        logits = logits + add
+    if causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return logits.softmax(-1) @ v
+
+
+@pytest.fixture
+def qkv(generator):
+    return torch.randn(3, 2, 3, 6, 8, generator=generator)
+
+
+def test_plain_is_sdpa(qkv) -> None:
+    q, k, v = qkv
+    torch.testing.assert_close(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_rotary_rotates_q_and_k(qkv) -> None:
+    q, k, v = qkv
+    cos, sin = RotaryEmbedding(8)(torch.arange(6.0) * 3)
+    expected = _manual(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
+    torch.testing.assert_close(attention(q, k, v, rotary=(cos, sin)), expected)
+
+
+@given(shift=st.floats(-1000, 1000, allow_nan=False))
+def test_output_invariant_to_shifting_all_positions(shift) -> None:
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 1, 2, 5, 8, generator=g, dtype=torch.float64)
+    rope = RotaryEmbedding(8)
+    pos = torch.rand(5, generator=g, dtype=torch.float64) * 50
+    a = attention(q, k, v, rotary=rope(pos))
+    b = attention(q, k, v, rotary=rope(pos + shift))
+    torch.testing.assert_close(a, b)
+
+
+def test_bias_mask_and_causal_compose(qkv, generator) -> None:
+    q, k, v = qkv
+    bias = torch.randn(1, 3, 6, 6, generator=generator)
+    mask = torch.rand(2, 1, 6, 6, generator=generator) > 0.3
+    mask[..., 0] = True
+    add = bias + torch.zeros(6, 6).masked_fill(~mask, float("-inf"))
+    got = attention(q, k, v, bias=bias, mask=mask, is_causal=True)
+    torch.testing.assert_close(got, _manual(q, k, v, add, causal=True))
+    float_mask = torch.randn(6, 6, generator=generator)
+    got = attention(q, k, v, mask=float_mask)
+    torch.testing.assert_close(got, _manual(q, k, v, float_mask))
+
+
+def test_causal_alone_uses_sdpa_flag(qkv) -> None:
+    q, k, v = qkv
+    torch.testing.assert_close(attention(q, k, v, is_causal=True), _manual(q, k, v, causal=True))
+
+
+def test_contextual_terms_and_value_terms(qkv, generator) -> None:
+    q, k, v = qkv
+    table_k = torch.randn(1, 8, 4, generator=generator)
+    table_q = torch.randn(3, 8, 4, generator=generator)
+    table_v = torch.randn(1, 4, 8, generator=generator)
+    ids = torch.randint(0, 4, (1, 6, 6), generator=generator)
+    s = 8**-0.5
+    add = s * torch.einsum("bhid,dij->bhij", q, table_k[0][:, ids[0]])
+    add = add + s * torch.einsum("bhjd,hdji->bhij", k, table_q[:, :, ids[0]])
+    logits = s * q @ k.transpose(-1, -2) + add
+    a = logits.softmax(-1)
+    expected = a @ v + torch.einsum("bhij,ijd->bhid", a, table_v[0][ids[0]])
+    got = attention(
+        q,
+        k,
+        v,
+        contextual=[ContextualBias(table_k, ids, "k"), ContextualBias(table_q, ids, "q")],
+        values=[ValueBias(table_v, ids)],
+    )
+    torch.testing.assert_close(got, expected)
+
+
+def test_value_path_with_causal_mask(qkv, generator) -> None:
+    q, k, v = qkv
+    table_v = torch.zeros(1, 2, 8)
+    ids = torch.zeros(1, 6, 6, dtype=torch.long)
+    got = attention(q, k, v, values=[ValueBias(table_v, ids)], is_causal=True)
+    torch.testing.assert_close(got, _manual(q, k, v, causal=True))
+
+
+def test_bf16_inputs_stay_bf16(qkv) -> None:
+    q, k, v = (t.bfloat16() for t in qkv)
+    cos, sin = RotaryEmbedding(8)(torch.arange(6.0))
+    out = attention(q, k, v, rotary=(cos, sin), bias=torch.zeros(6, 6))
+    assert out.dtype == torch.bfloat16
+
+
+def test_errors(qkv) -> None:
+    q, k, v = qkv
+    with pytest.raises(ValueError, match=r"\(B, H, L, D\)"):
+        attention(q[0], k, v)
+    with pytest.raises(ValueError, match="incompatible"):
+        attention(q, k[..., :4], v)
+    with pytest.raises(ValueError, match="'q' or 'k'"):
+        attention(
+            q,
+            k,
+            v,
+            contextual=[ContextualBias(torch.zeros(1, 8, 2), torch.zeros(1, 6, 6).long(), "v")],
+        )  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bool or floating"):
+        attention(q, k, v, mask=torch.ones(6, 6, dtype=torch.long))
