@@ -10,10 +10,13 @@ that is dotted with the query, key or attention weights (``"contextual"`` mode).
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from multipos.attention import ContextualBias, ValueBias
 
 __all__ = [
     "IRPE",
@@ -376,9 +379,15 @@ class IRPE(nn.Module):
             out = q_term if out is None else out + q_term
         return out
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor) -> Tensor:
-        """Self-attention with this iRPE; ``q, k, v: (B, H, L, D)``, ``buckets: (T, L, L)``."""
-        from multipos.attention import ContextualBias, ValueBias, attention
+    def attention_terms(
+        self, buckets: Tensor
+    ) -> tuple[Tensor | None, list[ContextualBias], list[ValueBias]]:
+        """The ``bias``, ``contextual`` and ``values`` arguments of :func:`multipos.attention`.
+
+        Args:
+            buckets: ``(T, L, L)`` from :meth:`buckets` (self-attention).
+        """
+        from multipos.attention import ContextualBias, ValueBias
 
         contextual = []
         if self.mode == "contextual":
@@ -387,6 +396,11 @@ class IRPE(nn.Module):
             if self.table_q is not None:
                 contextual.append(ContextualBias(self.table_q, buckets, "q"))
         values = [ValueBias(self.table_v, buckets)] if self.table_v is not None else []
-        return attention(
-            q, k, v, bias=self.static_bias(buckets), contextual=contextual, values=values
-        )
+        return self.static_bias(buckets), contextual, values
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor) -> Tensor:
+        """Self-attention with this iRPE; ``q, k, v: (B, H, L, D)``, ``buckets: (T, L, L)``."""
+        from multipos.attention import attention
+
+        bias, contextual, values = self.attention_terms(buckets)
+        return attention(q, k, v, bias=bias, contextual=contextual, values=values)

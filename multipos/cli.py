@@ -52,8 +52,10 @@ def _scores(
     pq: torch.Tensor,
     pk: torch.Tensor,
 ) -> torch.Tensor:
-    qa = multipos.apply_rotary(q, *rope(pq), layout=rope.layout)
-    kb = multipos.apply_rotary(k, *rope(pk), layout=rope.layout)
+    cos_q, sin_q = rope(pq)
+    cos_k, sin_k = rope(pk)
+    qa = multipos.apply_rotary(q, cos_q, sin_q, layout=rope.layout)
+    kb = multipos.apply_rotary(k, cos_k, sin_k, layout=rope.layout)
     return (qa * kb).sum(-1)
 
 
@@ -88,8 +90,10 @@ def _rope_kernel(size: int = 65, dim: int = 64, base: float = 100.0) -> torch.Te
     centre = torch.full((2, 1), float(size // 2))
     x = torch.zeros(dim)
     x[0::2] = 1.0
-    q = multipos.apply_rotary(x, *rope(centre), layout="interleaved")
-    k = multipos.apply_rotary(x, *rope(grid), layout="interleaved")
+    cos_c, sin_c = rope(centre)
+    cos_g, sin_g = rope(grid)
+    q = multipos.apply_rotary(x, cos_c, sin_c, layout="interleaved")
+    k = multipos.apply_rotary(x, cos_g, sin_g, layout="interleaved")
     return (k @ q[0]).reshape(size, size) / (dim // 2)
 
 
