@@ -99,7 +99,8 @@ def build_grid_positions(
         ValueError: On a non-positive size, a negative prefix count, an unknown
             ``normalize``, or a ``reference_shape`` of another length.
     """
-    dims = tuple(int(n) for n in shape)
+    # Symbolic sizes (torch.compile / torch.export with dynamic shapes) stay symbolic.
+    dims = tuple(n if isinstance(n, torch.SymInt) else int(n) for n in shape)
     if not dims or any(n <= 0 for n in dims):
         raise ValueError(f"grid shape must be non-empty with positive sizes, got {tuple(shape)}")
     if num_prefix_tokens < 0:

@@ -1,0 +1,196 @@
+"""Attention and block layers of timm ViTs that read a per-forward position context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block
+from torch import Tensor
+
+from multipos.attention import ContextualBias, ValueBias, attention
+from multipos.bias import IRPE
+from multipos.positions import GridPositions
+from multipos.vision.config import VisionSchemes
+from multipos.vision.peg import PositionalEncodingGenerator
+from multipos.vision.rope_mixed import MixedRotaryEmbedding
+
+__all__ = ["MultiposAttention", "MultiposBlock", "VisionPositionContext"]
+
+
+@dataclass(frozen=True)
+class VisionPositionContext:
+    """Everything position-related about the current input, computed once per forward.
+
+    Attributes:
+        grid: Patch grid ``(H, W)`` of this input with its prefix-token count.
+        positions: ``(2, P + N)`` token positions, prefix tokens at 0 (identity rotation).
+        rope: Axial RoPE ``(cos, sin)``, each ``(P + N, D)``, shared by all blocks; or None.
+        irpe_buckets: ``(T, P + N, P + N)`` iRPE bucket ids shared by all blocks; or None.
+    """
+
+    grid: GridPositions
+    positions: Tensor
+    rope: tuple[Tensor, Tensor] | None = None
+    irpe_buckets: Tensor | None = None
+
+
+class MultiposAttention(Attention):
+    """timm ``Attention`` that applies RoPE (axial or mixed) and iRPE through
+    :func:`multipos.attention`; parameter names are timm's, so timm weights load as they are.
+
+    Built by :meth:`convert` from an existing ``Attention`` (class swap plus new submodules),
+    which is how both ``timm.create_model`` and retrofitting install it.
+    """
+
+    irpe: IRPE | None
+    rope_mixed: MixedRotaryEmbedding | None
+
+    @classmethod
+    def convert(
+        cls,
+        attn: Attention,
+        schemes: VisionSchemes,
+        num_prefix_tokens: int,
+        generator: torch.Generator | None = None,
+    ) -> MultiposAttention:
+        if type(attn) not in (Attention, cls):
+            raise TypeError(
+                f"can only convert timm.layers.Attention, got {type(attn).__name__}; "
+                "custom attention layers need their own adapter"
+            )
+        attn.__class__ = cls
+        out = cast(MultiposAttention, attn)
+        ref: Tensor = out.qkv.weight
+        out.irpe = None
+        out.rope_mixed = None
+        if schemes.irpe is not None:
+            c = schemes.irpe
+            out.irpe = IRPE(
+                out.num_heads,
+                out.head_dim,
+                method=c.method,
+                mode=c.mode,
+                on=c.on,
+                ratio=c.ratio,
+                shared_heads=c.shared_heads,
+                num_prefix_tokens=num_prefix_tokens,
+            ).to(device=ref.device, dtype=ref.dtype)
+        if schemes.rope_mixed is not None:
+            out.rope_mixed = MixedRotaryEmbedding(
+                out.head_dim,
+                out.num_heads,
+                base=schemes.rope_mixed.base,
+                generator=generator,
+                device=ref.device,
+            ).to(dtype=ref.dtype)
+        return out
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        pos: VisionPositionContext | None = None,
+    ) -> Tensor:
+        bsz, length, _ = x.shape
+        gate = self.gate(x).sigmoid() if self.gate is not None else None
+        # (B, N, 3 * H * D) -> (3, B, H, N, D)
+        qkv = (
+            self.qkv(x)
+            .reshape(bsz, length, 3, self.num_heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
+        )
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        rotary = None
+        bias: Tensor | None = None
+        contextual: list[ContextualBias] = []
+        values: list[ValueBias] = []
+        if self.irpe is not None or self.rope_mixed is not None:
+            if pos is None:
+                raise ValueError("this attention uses grid positions; call it with pos=context")
+            if self.rope_mixed is not None:
+                rotary = self.rope_mixed(pos.positions)
+            if self.irpe is not None:
+                if pos.irpe_buckets is None:
+                    raise ValueError("the position context has no iRPE buckets")
+                bias, contextual, values = self.irpe.attention_terms(pos.irpe_buckets)
+        if rotary is None and pos is not None:
+            rotary = pos.rope
+        out = attention(
+            q,
+            k,
+            v,
+            rotary=rotary,
+            layout="interleaved",
+            bias=bias,
+            contextual=contextual,
+            values=values,
+            mask=attn_mask,
+            is_causal=is_causal,
+            scale=self.scale,
+            dropout_p=self.attn_drop.p if self.training else 0.0,
+        )
+        # (B, H, N, D) -> (B, N, H * D)
+        out = out.transpose(1, 2).reshape(bsz, length, self.attn_dim)
+        out = self.norm(out)
+        if gate is not None:
+            out = out * gate
+        out = self.proj(out)
+        result: Tensor = self.proj_drop(out)
+        return result
+
+
+class MultiposBlock(Block):
+    """timm ``Block`` that hands the position context to its attention and applies a PEG
+    after itself when configured (CPVT places the PEG after a block)."""
+
+    peg: PositionalEncodingGenerator | None
+
+    @classmethod
+    def convert(
+        cls,
+        block: Block,
+        schemes: VisionSchemes,
+        index: int,
+        num_prefix_tokens: int,
+        generator: torch.Generator | None = None,
+    ) -> MultiposBlock:
+        if type(block) not in (Block, cls):
+            raise TypeError(
+                f"can only convert timm's vision_transformer.Block, got {type(block).__name__}"
+            )
+        block.__class__ = cls
+        out = cast(MultiposBlock, block)
+        attn = MultiposAttention.convert(cast(Any, out.attn), schemes, num_prefix_tokens, generator)
+        out.peg = None
+        if schemes.peg is not None and index in schemes.peg.blocks:
+            ref: Tensor = attn.qkv.weight
+            out.peg = PositionalEncodingGenerator(
+                ref.shape[1],
+                kernel_size=schemes.peg.kernel_size,
+                init=schemes.peg.init,
+                device=ref.device,
+            ).to(dtype=ref.dtype)
+        return out
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        pos: VisionPositionContext | None = None,
+    ) -> Tensor:
+        x = x + self.drop_path1(
+            self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, pos=pos))
+        )
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        if self.peg is not None:
+            if pos is None:
+                raise ValueError("a block with a PEG needs the position context (pos=...)")
+            shape = pos.grid.shape
+            x = self.peg(x, (shape[0], shape[1]), pos.grid.num_prefix_tokens)
+        return x

@@ -1,0 +1,78 @@
+r"""Positional encoding generator (PEG), the conditional position encoding of CPVT."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PEGInit", "PositionalEncodingGenerator"]
+
+PEGInit = Literal["default", "zero"]
+PEG_INITS: tuple[str, ...] = get_args(PEGInit)
+
+
+class PositionalEncodingGenerator(nn.Module):
+    r"""Depthwise convolution over the patch grid, added to the tokens; prefix tokens pass through.
+
+    From "Conditional Positional Encodings for Vision Transformers" (Chu, Tian, Zhang, Wang,
+    Shen, ICLR 2023, arXiv:2102.10882), Eq. (1) and Fig. 3:
+
+    .. math::
+        X' = X + \operatorname{DWConv}_{k \times k}(X), \quad X \in \mathbb{R}^{H \times W \times C}
+
+    The zero padding of the convolution is what lets the encoding carry absolute position; it
+    works at any resolution without interpolation.
+
+    Args:
+        dim: Channels ``C``.
+        kernel_size: Odd kernel size ``k`` (3 in the paper).
+        init: ``"default"`` (PyTorch's convolution init, as trained in the paper) or ``"zero"``
+            (weights and bias zero, so the module starts as the identity: used when adding a
+            PEG to a trained model).
+        device: Device of the parameters.
+
+    Shape:
+        ``forward(x, grid, num_prefix_tokens)`` with ``x: (B, P + H*W, C)`` and
+        ``grid = (H, W)`` returns the same shape.
+
+    Raises:
+        ValueError: On an even kernel, an unknown ``init``, or tokens that do not match the grid.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        kernel_size: int = 3,
+        init: PEGInit = "default",
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
+        if init not in PEG_INITS:
+            raise ValueError(f"init must be one of {PEG_INITS}, got {init!r}")
+        self.proj = nn.Conv2d(
+            dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True, device=device
+        )
+        if init == "zero":
+            with torch.no_grad():
+                self.proj.weight.zero_()
+                self.proj.bias.zero_()  # type: ignore[union-attr]
+
+    def forward(self, x: Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0) -> Tensor:
+        height, width = grid
+        prefix, tokens = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+        if tokens.shape[1] != height * width:
+            raise ValueError(
+                f"PEG got {tokens.shape[1]} patch tokens for a {height}x{width} grid "
+                f"(x: {tuple(x.shape)}, num_prefix_tokens={num_prefix_tokens})"
+            )
+        bsz, _, channels = tokens.shape
+        # (B, H*W, C) -> (B, C, H, W)
+        feat = tokens.transpose(1, 2).reshape(bsz, channels, height, width)
+        feat = feat + self.proj(feat)
+        # (B, C, H, W) -> (B, H*W, C)
+        return torch.cat((prefix, feat.flatten(2).transpose(1, 2)), dim=1)

@@ -1,0 +1,390 @@
+"""timm integration: ViT models with position schemes, and retrofitting existing ViTs.
+
+``import multipos.vision`` registers ``vit_{tiny,small,base}_patch16_multipos_224`` (and
+scheme-named aliases) with timm, so that::
+
+    timm.create_model("vit_small_patch16_multipos_224", pos_scheme=["ape", "irpe"],
+                      pos_cfg={"irpe": {"on": "qkv"}})
+
+builds a ViT whose grid, prefix tokens and scheme tables are computed once per forward and
+handed to every block; ``forward_intermediates`` and ``features_only`` keep the scheme.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models.vision_transformer import VisionTransformer, _cfg, checkpoint_filter_fn
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from multipos.bias import irpe_buckets
+from multipos.fourier import LearnableFourierFeatures
+from multipos.positions import build_grid_positions
+from multipos.rotary import RotaryEmbedding
+from multipos.vision.config import VisionSchemes
+from multipos.vision.layers import MultiposBlock, VisionPositionContext
+
+__all__ = ["MultiposVisionTransformer", "apply_scheme"]
+
+
+class MultiposVisionMixin:
+    """Position-context plumbing shared by :class:`MultiposVisionTransformer` and retrofitted
+    models (whose class becomes a subclass of their own class and this mixin)."""
+
+    pos_schemes: VisionSchemes
+    lff: LearnableFourierFeatures | None
+    rope: RotaryEmbedding | None
+
+    # Provided by timm's VisionTransformer.
+    patch_embed: Any
+    blocks: Any
+    num_prefix_tokens: int
+    norm: Any
+    grad_checkpointing: bool
+    _pos_embed: Callable[[Tensor], Tensor]
+    patch_drop: Any
+    norm_pre: Any
+
+    def _install_schemes(self, schemes: VisionSchemes, generator: torch.Generator | None) -> None:
+        if schemes.relative and not isinstance(self.patch_drop, torch.nn.Identity):
+            raise ValueError(
+                "patch dropout drops tokens from the grid; it cannot be combined with "
+                f"{schemes.names}"
+            )
+        self.pos_schemes = schemes
+        ref = self.patch_embed.proj.weight
+        self.lff = None
+        self.rope = None
+        if schemes.lff is not None:
+            c = schemes.lff
+            self.lff = LearnableFourierFeatures(
+                2,
+                ref.shape[0],
+                num_features=c.num_features,
+                hidden_dim=c.hidden_dim,
+                gamma=c.gamma,
+                generator=generator,
+                device=ref.device,
+            ).to(dtype=ref.dtype)
+            if c.init == "zero":
+                last = self.lff.mlp[-1]
+                assert isinstance(last, torch.nn.Linear)
+                torch.nn.init.zeros_(last.weight)
+                torch.nn.init.zeros_(last.bias)
+        if schemes.rope_axial is not None:
+            head_dim = self.blocks[0].attn.head_dim
+            self.rope = RotaryEmbedding(
+                head_dim,
+                num_axes=2,
+                base=schemes.rope_axial.base,
+                layout="interleaved",
+                scaling=schemes.rope_axial.scaling,
+                device=ref.device,
+            )
+        for i, block in enumerate(self.blocks):
+            MultiposBlock.convert(block, schemes, i, self.num_prefix_tokens, generator)
+        for i in schemes.peg.blocks if schemes.peg is not None else ():
+            if not 0 <= i < len(self.blocks):
+                raise ValueError(f"peg block index {i} out of range for {len(self.blocks)} blocks")
+
+    def position_context(
+        self, grid: tuple[int, int], device: torch.device
+    ) -> VisionPositionContext:
+        """Grid positions, rotary tables and iRPE buckets of an ``(H, W)`` patch grid."""
+        positions = build_grid_positions(
+            grid, num_prefix_tokens=self.num_prefix_tokens, device=device
+        )
+        full = positions.with_prefix()
+        rope = self.rope(full) if self.rope is not None else None
+        buckets = None
+        if self.pos_schemes.irpe is not None:
+            c = self.pos_schemes.irpe
+            buckets = irpe_buckets(
+                positions.patches,
+                method=c.method,
+                ratio=c.ratio,
+                num_prefix_tokens=self.num_prefix_tokens,
+            )
+        return VisionPositionContext(positions, full, rope, buckets)
+
+    def _lff_term(self, grid: tuple[int, int], x: Tensor) -> Tensor:
+        assert self.lff is not None and self.pos_schemes.lff is not None
+        if self.pos_schemes.lff.coords == "unit":
+            coords = build_grid_positions(grid, normalize="unit", device=x.device).patches
+        else:
+            ref_h, ref_w = self.patch_embed.grid_size
+            coords = build_grid_positions(grid, device=x.device).patches + 0.5
+            coords = coords / torch.tensor([[ref_h], [ref_w]], device=x.device, dtype=coords.dtype)
+        pe = self.lff(coords).to(x.dtype)  # (N, C)
+        prefix = pe.new_zeros(self.num_prefix_tokens, pe.shape[-1])
+        return torch.cat((prefix, pe), dim=0).unsqueeze(0)
+
+    def _embed(self, x: Tensor) -> tuple[Tensor, VisionPositionContext]:
+        x = self.patch_embed(x)
+        if x.dim() == 4:  # NHWC from dynamic_img_size
+            grid = (x.shape[1], x.shape[2])
+        else:
+            grid = (self.patch_embed.grid_size[0], self.patch_embed.grid_size[1])
+        pos = self.position_context(grid, x.device)
+        x = self._pos_embed(x)
+        if self.lff is not None:
+            x = x + self._lff_term(grid, x)
+        x = self.patch_drop(x)
+        x = self.norm_pre(x)
+        return x, pos
+
+    def _run_block(
+        self,
+        block: MultiposBlock,
+        x: Tensor,
+        pos: VisionPositionContext,
+        attn_mask: Tensor | None,
+        is_causal: bool,
+    ) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            out: Tensor = checkpoint(block, x, attn_mask, is_causal, pos, use_reentrant=False)
+            return out
+        result: Tensor = block(x, attn_mask=attn_mask, is_causal=is_causal, pos=pos)
+        return result
+
+    def forward_features(
+        self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
+    ) -> Tensor:
+        """Patch embedding, blocks (with the position context) and the final norm."""
+        x, pos = self._embed(x)
+        for block in self.blocks:
+            x = self._run_block(block, x, pos, attn_mask, is_causal)
+        out: Tensor = self.norm(x)
+        return out
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Any:
+        """timm's ``forward_intermediates`` contract, with the position scheme applied."""
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        bsz = x.shape[0]
+        x, pos = self._embed(x)
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+        inter: list[Tensor] = []
+        for i, block in enumerate(blocks):
+            x = self._run_block(block, x, pos, attn_mask, is_causal)
+            if i in take:
+                inter.append(self.norm(x) if norm else x)
+        p = self.num_prefix_tokens
+        prefix = [y[:, :p] for y in inter] if p else None
+        inter = [y[:, p:] for y in inter]
+        if output_fmt == "NCHW":
+            height, width = pos.grid.shape
+            # (B, H*W, C) -> (B, C, H, W)
+            inter = [
+                y.reshape(bsz, height, width, -1).permute(0, 3, 1, 2).contiguous() for y in inter
+            ]
+        if output_dict:
+            result: dict[str, Any] = {"image_intermediates": inter}
+            if prefix is not None and return_prefix_tokens:
+                result["image_intermediates_prefix"] = prefix
+            if not intermediates_only:
+                result["image_features"] = self.norm(x)
+            return result
+        out: list[Any] = list(inter)
+        if return_prefix_tokens and prefix is not None:
+            out = list(zip(inter, prefix, strict=True))
+        if intermediates_only:
+            return out
+        return self.norm(x), out
+
+
+class MultiposVisionTransformer(MultiposVisionMixin, VisionTransformer):
+    """timm ``VisionTransformer`` with position schemes selected by ``pos_scheme``.
+
+    Args:
+        pos_scheme: One of ``"ape"`` (timm's learned absolute table), ``"irpe"``, ``"peg"``,
+            ``"lff"``, ``"rope_axial"``, ``"rope_mixed"``, ``"none"``, or a list combining
+            them (e.g. ``["ape", "irpe"]`` as in the iRPE paper, ``["peg"]`` as CPVT).
+        pos_cfg: Options per scheme, e.g. ``{"irpe": {"method": "product", "mode":
+            "contextual", "on": "qkv"}, "peg": {"blocks": [0, 1, 2]}}``; see
+            :mod:`multipos.vision.config` for every option.
+        generator: Random generator for the new position parameters' initialisation.
+        **kwargs: Everything timm's ``VisionTransformer`` accepts (``img_size``,
+            ``dynamic_img_size``, ``class_token``, ``reg_tokens``...). ``pos_embed`` follows from
+            ``pos_scheme`` (``"learn"`` with ``"ape"``, ``"none"`` without).
+
+    Raises:
+        ValueError: On an unknown or inconsistent scheme, or an explicit ``pos_embed`` that
+            contradicts it.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        pos_scheme: str | Sequence[str] = "ape",
+        pos_cfg: Mapping[str, Any] | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> None:
+        schemes = VisionSchemes.parse(pos_scheme, pos_cfg)
+        wanted = "learn" if schemes.uses("ape") else "none"
+        given = kwargs.get("pos_embed", wanted)
+        if (given in ("", "none")) != (wanted == "none"):
+            raise ValueError(
+                f"pos_embed={given!r} contradicts pos_scheme {list(schemes.names) or 'none'}; "
+                "include 'ape' in pos_scheme for a learned absolute table"
+            )
+        kwargs["pos_embed"] = given
+        super().__init__(*args, **kwargs)
+        self._install_schemes(schemes, generator)
+
+
+_MIXIN_CLASSES: dict[type, type] = {}
+
+
+def _retrofit_class(cls: type) -> type:
+    if issubclass(cls, MultiposVisionMixin):
+        return cls
+    if cls not in _MIXIN_CLASSES:
+        _MIXIN_CLASSES[cls] = type(f"Multipos{cls.__name__}", (MultiposVisionMixin, cls), {})
+    return _MIXIN_CLASSES[cls]
+
+
+def apply_scheme(
+    model: VisionTransformer,
+    scheme: str | Sequence[str],
+    *,
+    ape: Literal["keep", "drop"] = "keep",
+    generator: torch.Generator | None = None,
+    **cfg: Any,
+) -> VisionTransformer:
+    """Add position schemes to an existing timm ``VisionTransformer`` in place.
+
+    Works on a model with loaded weights: every existing parameter keeps its name and value.
+    New parameters of iRPE (tables), PEG (convolution) and LFF (last MLP layer) start at zero
+    unless ``init`` is given, so the retrofitted model's outputs equal the original's until it
+    is trained. RoPE changes the outputs from the start (it rotates q and k).
+
+    Args:
+        model: A timm ``VisionTransformer`` (or subclass) built with timm's ``Block`` and
+            ``Attention``.
+        scheme: ``"irpe"``, ``"peg"``, ``"lff"``, ``"rope_axial"``, ``"rope_mixed"`` or a list.
+        ape: Keep (default) or drop the model's learned absolute position table.
+        generator: Random generator for initialising RoPE-Mixed frequencies.
+        **cfg: Options per scheme, e.g. ``irpe={"on": "qkv"}, peg={"blocks": [0]}``.
+
+    Returns:
+        The same model object.
+
+    Raises:
+        TypeError: If ``model`` is not a timm ``VisionTransformer`` with timm blocks.
+        ValueError: If the model already carries schemes, or the options are invalid.
+    """
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"apply_scheme needs a timm VisionTransformer, got {type(model).__name__}")
+    if isinstance(model, MultiposVisionMixin) and model.pos_schemes.names:
+        raise ValueError(f"model already uses {model.pos_schemes.names}; build a fresh model")
+    if ape not in ("keep", "drop"):
+        raise ValueError(f"ape must be 'keep' or 'drop', got {ape!r}")
+    names = [scheme] if isinstance(scheme, str) else list(scheme)
+    if "ape" in names:
+        raise ValueError("'ape' cannot be retrofitted; the model's own table is kept (ape='keep')")
+    schemes = VisionSchemes.parse(names, cfg, retrofit=True)
+    if ape == "drop":
+        model.pos_embed = None
+    model.__class__ = _retrofit_class(type(model))
+    assert isinstance(model, MultiposVisionMixin)
+    model._install_schemes(schemes, generator)
+    return model
+
+
+def _filter_checkpoint(
+    state_dict: dict[str, Tensor], model: VisionTransformer
+) -> dict[str, Tensor]:
+    # A scheme without the absolute table warm-starts from everything else.
+    if model.pos_embed is None:
+        state_dict = {k: v for k, v in state_dict.items() if k != "pos_embed"}
+    result: dict[str, Tensor] = checkpoint_filter_fn(state_dict, model)
+    return result
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> MultiposVisionTransformer:
+    out_indices = kwargs.pop("out_indices", 3)
+    model: MultiposVisionTransformer = build_model_with_cfg(
+        MultiposVisionTransformer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=_filter_checkpoint,
+        # New position parameters are absent from the timm checkpoint and start fresh.
+        pretrained_strict=False,
+        feature_cfg={"out_indices": out_indices, "feature_cls": "getter"},
+        **kwargs,
+    )
+    return model
+
+
+_SIZES = {
+    "tiny": ({"embed_dim": 192, "depth": 12, "num_heads": 3}, "augreg_in21k_ft_in1k"),
+    "small": ({"embed_dim": 384, "depth": 12, "num_heads": 6}, "augreg_in21k_ft_in1k"),
+    "base": ({"embed_dim": 768, "depth": 12, "num_heads": 12}, "augreg2_in21k_ft_in1k"),
+}
+# Scheme-named aliases: name -> default pos_scheme.
+_ALIASES: dict[str, list[str]] = {
+    "multipos": ["ape"],
+    "irpe": ["ape", "irpe"],
+    "peg": ["peg"],
+    "lff": ["lff"],
+    "rope_axial": ["rope_axial"],
+    # No rope_mixed alias: timm already registers vit_*_patch16_rope_mixed_224 (Eva).
+}
+
+default_cfgs = generate_default_cfgs(
+    {
+        f"vit_{size}_patch16_{alias}_224.{tag}": _cfg(
+            hf_hub_id=f"timm/vit_{size}_patch16_224.{tag}",
+            # Warm-starts from the plain ViT: position parameters are new.
+            notes=("position parameters start fresh; other weights from the timm ViT",),
+        )
+        for size, (_, tag) in _SIZES.items()
+        for alias in _ALIASES
+    }
+)
+
+
+def _make_entry(size: str, alias: str) -> Callable[..., MultiposVisionTransformer]:
+    arch, _ = _SIZES[size]
+    name = f"vit_{size}_patch16_{alias}_224"
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> MultiposVisionTransformer:
+        kwargs.setdefault("pos_scheme", list(_ALIASES[alias]))
+        return _create(name, pretrained, **{"patch_size": 16, **arch, **kwargs})
+
+    entry.__name__ = name
+    entry.__qualname__ = name
+    entry.__doc__ = (
+        f"ViT-{size[0].upper()}/16 at 224 with pos_scheme={_ALIASES[alias]} by default; any "
+        "pos_scheme/pos_cfg can be passed."
+    )
+    return entry
+
+
+for _size in _SIZES:
+    for _alias in _ALIASES:
+        _fn = _make_entry(_size, _alias)
+        _fn.__module__ = __name__
+        globals()[_fn.__name__] = register_model(_fn)
+
+__all__ += [f"vit_{s}_patch16_{a}_224" for s in _SIZES for a in _ALIASES]

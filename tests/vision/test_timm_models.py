@@ -1,0 +1,272 @@
+"""timm ViTs with position schemes: create_model, features, pretrained warm start, retrofit."""
+
+from __future__ import annotations
+
+import pytest
+
+timm = pytest.importorskip("timm", reason="needs the [vision] extra (timm)")
+
+import torch  # noqa: E402
+
+import multipos.vision as mv  # noqa: E402
+from multipos.vision.layers import MultiposAttention, MultiposBlock  # noqa: E402
+
+TINY = {
+    "img_size": 32,
+    "patch_size": 8,
+    "embed_dim": 32,
+    "depth": 3,
+    "num_heads": 2,
+    "num_classes": 5,
+}
+SCHEMES = [
+    "ape",
+    "none",
+    ["ape", "irpe"],
+    "irpe",
+    "peg",
+    "lff",
+    "rope_axial",
+    "rope_mixed",
+    ["ape", "irpe", "peg"],
+    ["lff", "rope_axial"],
+]
+IDS = ["+".join([s] if isinstance(s, str) else s) for s in SCHEMES]
+
+
+def _model(scheme, **kwargs):
+    cfg = {**TINY, **kwargs}
+    return timm.create_model("vit_tiny_patch16_multipos_224", pos_scheme=scheme, **cfg)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
+def test_forward_backward_two_resolutions_one_non_square(scheme) -> None:
+    model = _model(scheme, dynamic_img_size=True)
+    for size in ((32, 32), (48, 24)):
+        x = torch.randn(2, 3, *size)
+        out = model(x)
+        assert out.shape == (2, 5) and torch.isfinite(out).all()
+        model.zero_grad()
+        out.sum().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
+def test_features_only_equals_forward_intermediates(scheme) -> None:
+    torch.manual_seed(0)
+    model = _model(scheme).eval()
+    torch.manual_seed(0)
+    feats = timm.create_model(
+        "vit_tiny_patch16_multipos_224",
+        pos_scheme=scheme,
+        features_only=True,
+        out_indices=(0, 2),
+        **TINY,
+    ).eval()
+    feats.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
+        got = feats(x)
+    assert len(got) == 2
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == (2, 32, 4, 4)
+        torch.testing.assert_close(a, b)
+
+
+def test_forward_intermediates_final_features_match_forward_features() -> None:
+    model = _model(["ape", "irpe", "peg"]).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x, output_fmt="NLC")
+        torch.testing.assert_close(final, model.forward_features(x))
+        torch.testing.assert_close(model.norm(inter[-1]), final[:, 1:])
+
+
+@pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
+def test_state_dict_round_trip(scheme) -> None:
+    a = _model(scheme).eval()
+    torch.manual_seed(123)
+    b = _model(scheme).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+
+
+def test_scheme_parameters_are_where_expected() -> None:
+    keys = set(_model(["ape", "irpe", "peg", "lff"], pos_cfg={"irpe": {"on": "qkv"}}).state_dict())
+    assert "pos_embed" in keys
+    assert {"blocks.0.attn.irpe.table_q", "blocks.0.attn.irpe.table_k"} <= keys
+    assert "blocks.2.attn.irpe.table_v" in keys
+    assert "blocks.0.peg.proj.weight" in keys and "blocks.1.peg.proj.weight" not in keys
+    assert "lff.freqs" in keys
+    assert "pos_embed" not in _model("rope_mixed").state_dict()
+    mixed = _model("rope_mixed")
+    f0, f1 = mixed.blocks[0].attn.rope_mixed.freqs, mixed.blocks[1].attn.rope_mixed.freqs
+    assert not torch.equal(f0, f1), "RoPE-Mixed learns frequencies per layer"
+
+
+def test_grid_comes_from_the_input_not_the_token_count() -> None:
+    model = _model(["irpe", "peg"], dynamic_img_size=True, reg_tokens=2)
+    seen = []
+    model.blocks[0].register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append(kwargs["pos"]), with_kwargs=True
+    )
+    model(torch.randn(1, 3, 24, 48))
+    pos = seen[0]
+    assert pos.grid.shape == (3, 6) and pos.grid.num_prefix_tokens == 3
+    assert pos.irpe_buckets.shape[-2:] == (21, 21)
+
+
+def test_pretrained_warm_start_from_a_plain_vit_checkpoint(tmp_path) -> None:
+    plain = timm.create_model("vit_tiny_patch16_224", **TINY).eval()
+    path = tmp_path / "vit.pth"
+    torch.save(plain.state_dict(), path)
+    for scheme in (["ape", "irpe"], ["ape", "peg"], "rope_axial"):
+        model = timm.create_model(
+            "vit_tiny_patch16_multipos_224",
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path)},
+            pos_scheme=scheme,
+            **TINY,
+        ).eval()
+        for name, value in plain.state_dict().items():
+            # The classifier is re-initialised: the checkpoint's cfg has 1000 classes, ours 5.
+            if name in model.state_dict() and not name.startswith("head."):
+                torch.testing.assert_close(model.state_dict()[name], value, msg=name)
+        assert ("pos_embed" in model.state_dict()) == ("ape" in scheme)
+    # iRPE tables start at zero: the warm-started model computes what the plain ViT computes.
+    irpe = timm.create_model(
+        "vit_tiny_patch16_multipos_224",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(path)},
+        pos_scheme=["ape", "irpe"],
+        pos_cfg={"irpe": {"on": "qkv"}},
+        **TINY,
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(irpe.forward_features(x), plain.forward_features(x))
+
+
+@pytest.mark.parametrize(
+    ("scheme", "cfg"),
+    [
+        ("irpe", {"irpe": {"mode": "contextual", "on": "qkv"}}),
+        ("irpe", {"irpe": {"mode": "bias", "on": "qk", "method": "cross"}}),
+        ("irpe", {"irpe": {"method": "euclidean", "shared_heads": False}}),
+        ("peg", {"peg": {"blocks": [0, 1, 2]}}),
+        ("lff", {}),
+        (["irpe", "peg", "lff"], {}),
+    ],
+)
+def test_retrofit_starts_as_identity(scheme, cfg) -> None:
+    model = timm.create_model("vit_tiny_patch16_224", reg_tokens=1, **TINY).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+    same = mv.apply_scheme(model, scheme, **cfg)
+    assert same is model
+    assert isinstance(model, timm.models.VisionTransformer)
+    assert isinstance(model.blocks[0], MultiposBlock)
+    assert isinstance(model.blocks[0].attn, MultiposAttention)
+    for name, value in state.items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before)
+    # ...and the new parameters train.
+    model.train()
+    model(x).sum().backward()
+    new = [n for n, p in model.named_parameters() if n not in state]
+    assert new and all(model.get_parameter(n).grad is not None for n in new)
+
+
+def test_retrofit_rope_changes_outputs_and_can_drop_ape() -> None:
+    model = timm.create_model("vit_tiny_patch16_224", **TINY).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+    mv.apply_scheme(model, "rope_axial", ape="drop")
+    assert model.pos_embed is None
+    with torch.no_grad():
+        assert not torch.allclose(model(x), before)
+
+
+def test_retrofit_errors() -> None:
+    with pytest.raises(TypeError, match="VisionTransformer"):
+        mv.apply_scheme(torch.nn.Linear(2, 2), "peg")
+    model = timm.create_model("vit_tiny_patch16_224", **TINY)
+    with pytest.raises(ValueError, match="cannot be retrofitted"):
+        mv.apply_scheme(model, ["ape", "irpe"])
+    mv.apply_scheme(model, "peg")
+    with pytest.raises(ValueError, match="already uses"):
+        mv.apply_scheme(model, "irpe")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"pos_scheme": "sincos"}, ValueError, "valid schemes"),
+        ({"pos_scheme": ["rope_axial", "rope_mixed"]}, ValueError, "choose one"),
+        ({"pos_scheme": ["none", "peg"]}, ValueError, "cannot be combined"),
+        ({"pos_scheme": "peg", "pos_cfg": {"irpe": {}}}, ValueError, "does not use"),
+        ({"pos_scheme": "irpe", "pos_cfg": {"irpe": {"buckets": 5}}}, TypeError, "valid options"),
+        ({"pos_scheme": "irpe", "pos_cfg": {"irpe": {"mode": "ctx"}}}, ValueError, "mode"),
+        ({"pos_scheme": "peg", "pos_cfg": {"peg": {"blocks": [7]}}}, ValueError, "out of range"),
+        ({"pos_scheme": "rope_axial", "pos_embed": "learn"}, ValueError, "contradicts"),
+        ({"pos_scheme": "irpe", "patch_drop_rate": 0.5}, ValueError, "patch dropout"),
+    ],
+)
+def test_bad_configurations(kwargs, error, message) -> None:
+    with pytest.raises(error, match=message):
+        timm.create_model("vit_tiny_patch16_multipos_224", **{**TINY, **kwargs})
+
+
+def test_aliases_choose_the_default_scheme() -> None:
+    model = timm.create_model("vit_tiny_patch16_irpe_224", **TINY)
+    assert model.pos_schemes.names == ("ape", "irpe")
+    model = timm.create_model("vit_tiny_patch16_peg_224", pos_scheme="lff", **TINY)
+    assert model.pos_schemes.names == ("lff",)
+
+
+def test_rope_axial_yarn_scaling_changes_only_low_frequencies() -> None:
+    scaling = {"kind": "yarn", "factor": 2.0, "original_length": 4}
+    model = _model("rope_axial", pos_cfg={"rope_axial": {"scaling": scaling}})
+    plain = _model("rope_axial")
+    assert model.rope.scaling.kind == "yarn"
+    assert torch.equal(model.rope.inv_freq[:1], plain.rope.inv_freq[:1])
+    assert not torch.equal(model.rope.inv_freq, plain.rope.inv_freq)
+
+
+def _compile_case(scheme):
+    # Compiled frames are shared between models of one class: start each case afresh.
+    torch._dynamo.reset()
+    model = _model(scheme, dynamic_img_size=True).eval()
+    return model, torch.randn(1, 3, 32, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
+def test_compile_fullgraph_matches_eager(scheme) -> None:
+    model, x = _compile_case(scheme)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        for size in ((32, 32), (48, 24)):
+            x = torch.randn(1, 3, *size)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
+def test_export_with_dynamic_height_and_width(scheme) -> None:
+    model, x = _compile_case(scheme)
+    h = torch.export.Dim("h", min=2, max=16)
+    w = torch.export.Dim("w", min=2, max=16)
+    x = torch.randn(1, 3, 32, 48)
+    program = torch.export.export(model, (x,), dynamic_shapes=({2: 8 * h, 3: 8 * w},))
+    y = torch.randn(1, 3, 40, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(y), model(y), rtol=1e-4, atol=1e-4)
