@@ -13,6 +13,7 @@ import math
 from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -240,6 +241,13 @@ def value_bias(probs: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
     return torch.matmul(weights, table.to(probs.dtype))
 
 
+def _lookup_bias(table: Tensor, buckets: Tensor) -> Tensor:
+    # (H, K) table, (T, L, S) ids -> (1, H, L, S). An embedding lookup has a much cheaper
+    # backward (sorted accumulation) than advanced indexing's index_put.
+    rows = F.embedding(buckets, table.t())  # (T, L, S, H)
+    return rows.sum(0).permute(2, 0, 1).unsqueeze(0)
+
+
 class RelativePositionBias(nn.Module):
     r"""Learnable scalar per (head, bucket): a static attention bias :math:`b_{ij} = t_{h,
     \text{bucket}(i,j)}`.
@@ -271,8 +279,7 @@ class RelativePositionBias(nn.Module):
         self.table = nn.Parameter(torch.zeros(1 if shared_heads else num_heads, num_buckets))
 
     def forward(self, buckets: Tensor) -> Tensor:
-        out = self.table[:, buckets].sum(1)  # (H, T, L, S) -> (H, L, S)
-        return out.unsqueeze(0)
+        return _lookup_bias(self.table, buckets)
 
 
 class IRPE(nn.Module):
@@ -372,10 +379,10 @@ class IRPE(nn.Module):
             return None
         out: Tensor | None = None
         if self.table_k is not None:
-            out = self.table_k[:, buckets].sum(1).unsqueeze(0)
+            out = _lookup_bias(self.table_k, buckets)
         if self.table_q is not None:
             # Key-centred ids of a self-attention pair are the transposed ones.
-            q_term = self.table_q[:, buckets.transpose(-1, -2)].sum(1).unsqueeze(0)
+            q_term = _lookup_bias(self.table_q, buckets.transpose(-1, -2))
             out = q_term if out is None else out + q_term
         return out
 
