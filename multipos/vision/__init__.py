@@ -19,6 +19,7 @@ from multipos.vision.config import (
 from multipos.vision.layers import MultiposAttention, MultiposBlock, VisionPositionContext
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
+from multipos.vision.irpe_checkpoints import convert_irpe_checkpoint
 from multipos.vision.timm_models import MultiposVisionTransformer, apply_scheme
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "VisionPositionContext",
     "VisionSchemes",
     "apply_scheme",
+    "convert_irpe_checkpoint",
 ]
