@@ -16,10 +16,10 @@ from multipos.vision.config import (
     RopeMixedConfig,
     VisionSchemes,
 )
+from multipos.vision.irpe_checkpoints import convert_irpe_checkpoint
 from multipos.vision.layers import MultiposAttention, MultiposBlock, VisionPositionContext
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
-from multipos.vision.irpe_checkpoints import convert_irpe_checkpoint
 from multipos.vision.timm_models import MultiposVisionTransformer, apply_scheme
 
 __all__ = [
