@@ -4,6 +4,9 @@ import pytest
 import torch
 from hypothesis import settings
 
+# Tiny models run far faster on one thread, and CI machines have only two cores.
+torch.set_num_threads(1)
+
 settings.register_profile("multipos", max_examples=40, deadline=None)
 settings.load_profile("multipos")
 

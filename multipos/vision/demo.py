@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -12,7 +13,13 @@ from multipos.bias import irpe_buckets
 from multipos.positions import build_grid_positions
 from multipos.vision.timm_models import apply_scheme
 
-TINY = {"img_size": 64, "patch_size": 8, "embed_dim": 48, "depth": 3, "num_heads": 3}
+TINY: dict[str, Any] = {
+    "img_size": 64,
+    "patch_size": 8,
+    "embed_dim": 48,
+    "depth": 3,
+    "num_heads": 3,
+}
 SCHEMES: list[str | list[str]] = [
     "ape",
     ["ape", "irpe"],
@@ -51,7 +58,7 @@ def run_demo(out: Path) -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         before = plain(x)
-        apply_scheme(plain, ["irpe", "peg", "lff"], irpe={"on": "qkv"})
+        apply_scheme(plain, ["irpe", "peg", "lff"], irpe={"on": "qkv"})  # type: ignore[arg-type]
         after = plain(x)
     change = (after - before).abs().max().item()
     print(

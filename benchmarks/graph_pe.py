@@ -1,0 +1,237 @@
+# ruff: noqa: E402
+"""Graph PE speed and accuracy against PyG's ``AddLaplacianEigenvectorPE(k=8)``.
+
+Prints one JSON object per line: ``bench, case, metric, ours, baseline, ratio`` (ratio =
+ours / baseline; for times < 1 means multipos is faster) plus details. Runs alternate
+between the candidates inside one process; figures are medians (5 repetitions; 2 for the
+50,000-node Laplacian and 1 for the 50,000-node magnetic PE, stated in ``repeats``).
+
+Cases: 2,000 Erdos-Renyi graphs with 20-40 nodes (average degree 4); 199 kNN-6 point-cloud
+graphs with 100-400 nodes; one 50,000-node Erdos-Renyi graph (average degree 10). The
+magnetic PE runs on the same graphs with every edge given one random orientation.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread for both sides: on a shared machine, idle OpenMP/OpenBLAS threads spin and make
+# small LAPACK calls up to 1000x slower, which would flatter or punish either side at random.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import json
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch_geometric.transforms as T
+from torch_geometric.data import Data
+from torch_geometric.utils import get_laplacian, to_undirected
+
+from multipos.graph import AddLaplacianPE, AddMagneticLaplacianPE, batched_laplacian_pe
+
+warnings.filterwarnings("ignore")
+K = 8
+
+
+def emit(**row: Any) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def orient(edge_index: torch.Tensor, seed: int) -> torch.Tensor:
+    """Keep each undirected edge once, in a random direction."""
+    u, v = edge_index
+    one = edge_index[:, u < v]
+    flip = torch.rand(one.shape[1], generator=torch.Generator().manual_seed(seed)) < 0.5
+    return torch.where(flip, one.flip(0), one)
+
+
+def small_graphs(count: int, seed: int = 0) -> list[Data]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(20, 41))
+        adj = np.triu(rng.random((n, n)) < 4.0 / (n - 1), 1)
+        ei = torch.from_numpy(np.stack(np.nonzero(adj | adj.T))).long()
+        out.append(Data(edge_index=ei, num_nodes=n))
+    return out
+
+
+def knn_graphs(count: int, seed: int = 1) -> list[Data]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(100, 401))
+        pts = torch.from_numpy(rng.random((n, 2)))
+        d = torch.cdist(pts, pts)
+        d.fill_diagonal_(float("inf"))
+        nbr = d.topk(6, largest=False).indices  # (n, 6)
+        ei = torch.stack([torch.arange(n).repeat_interleave(6), nbr.reshape(-1)])
+        out.append(Data(edge_index=to_undirected(ei, num_nodes=n), num_nodes=n))
+    return out
+
+
+def residual(edge_index: torch.Tensor, n: int, vecs: torch.Tensor) -> float:
+    """max_j ||L v_j - (v_j^T L v_j) v_j|| with PyG's symmetric normalised Laplacian."""
+    ei, w = get_laplacian(edge_index, normalization="sym", num_nodes=n)
+    lap = sp.csr_matrix((w.double().numpy(), (ei[0].numpy(), ei[1].numpy())), shape=(n, n))
+    v = vecs.double().numpy()
+    v = v / np.maximum(np.linalg.norm(v, axis=0), 1e-300)
+    lv = lap @ v
+    lam = (v * lv).sum(0)
+    return float(np.linalg.norm(lv - v * lam, axis=0).max())
+
+
+def ratio_rows(
+    case: str, times: dict[str, list[float]], pairs: list[tuple[str, str]], **extra: Any
+):
+    for ours, base in pairs:
+        o, b = statistics.median(times[ours]), statistics.median(times[base])
+        emit(
+            bench="graph_pe",
+            case=case,
+            metric=f"time_s[{ours}]",
+            ours=round(o, 4),
+            baseline=round(b, 4),
+            ratio=round(o / b, 3),
+            baseline_name=base,
+            repeats=len(times[ours]),
+            spread_ours=[round(min(times[ours]), 4), round(max(times[ours]), 4)],
+            spread_baseline=[round(min(times[base]), 4), round(max(times[base]), 4)],
+            **extra,
+        )
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    pyg = T.AddLaplacianEigenvectorPE(k=K, is_undirected=True)
+    lap = AddLaplacianPE(k=K)
+    mag = AddMagneticLaplacianPE(k=K)
+    emit(
+        bench="graph_pe",
+        case="setup",
+        metric="threads",
+        ours=torch.get_num_threads(),
+        baseline=torch.get_num_threads(),
+        ratio=1.0,
+    )
+
+    small = small_graphs(2000)
+    small_dir = [
+        Data(edge_index=orient(d.edge_index, i), num_nodes=d.num_nodes) for i, d in enumerate(small)
+    ]
+    fns = {
+        "pyg": lambda: [pyg(d) for d in small],
+        "transform_apply_many": lambda: lap.apply_many(small),
+        "batched_function": lambda: batched_laplacian_pe(small, K),
+        "magnetic_apply_many": lambda: mag.apply_many(small_dir),
+    }
+    fns["pyg"]()
+    fns["transform_apply_many"]()
+    times = alternate(fns, 5)
+    ratio_rows(
+        "2000 graphs, 20-40 nodes",
+        times,
+        [
+            ("transform_apply_many", "pyg"),
+            ("batched_function", "pyg"),
+            ("magnetic_apply_many", "pyg"),
+        ],
+        target="ratio <= 0.2 for transform_apply_many",
+    )
+
+    medium = knn_graphs(199)
+    medium_dir = [
+        Data(edge_index=orient(d.edge_index, i), num_nodes=d.num_nodes)
+        for i, d in enumerate(medium)
+    ]
+    fns = {
+        "pyg": lambda: [pyg(d) for d in medium],
+        "transform_apply_many": lambda: lap.apply_many(medium),
+        "transform_per_graph": lambda: [lap(d) for d in medium],
+        "magnetic_apply_many": lambda: mag.apply_many(medium_dir),
+    }
+    times = alternate(fns, 5)
+    ratio_rows(
+        "199 kNN-6 graphs, 100-400 nodes",
+        times,
+        [
+            ("transform_apply_many", "pyg"),
+            ("transform_per_graph", "pyg"),
+            ("magnetic_apply_many", "pyg"),
+        ],
+    )
+
+    n = 50_000
+    rng = np.random.default_rng(0)
+    directed = torch.from_numpy(np.stack([rng.integers(0, n, 5 * n), rng.integers(0, n, 5 * n)]))
+    directed = directed[:, directed[0] != directed[1]]
+    big = Data(edge_index=to_undirected(directed, num_nodes=n), num_nodes=n)
+    big_dir = Data(edge_index=directed, num_nodes=n)
+    lap_big = AddLaplacianPE(k=K, tol=1e-6)  # solver="auto" -> ARPACK above 2,000 nodes
+    outs: dict[str, list[torch.Tensor]] = {"ours": [], "pyg": []}
+    fns = {
+        "pyg": lambda: outs["pyg"].append(pyg(big).laplacian_eigenvector_pe),
+        "ours": lambda: outs["ours"].append(lap_big(big).laplacian_pe),
+    }
+    times = alternate(fns, 2)
+    res_ours = max(residual(big.edge_index, n, o) for o in outs["ours"])
+    res_pyg = max(residual(big.edge_index, n, o) for o in outs["pyg"])
+    diff_ours = float((outs["ours"][0] - outs["ours"][-1]).abs().max())
+    diff_pyg = float((outs["pyg"][0] - outs["pyg"][-1]).abs().max())
+    ratio_rows(
+        "1 graph, 50,000 nodes (ER, avg degree 10)",
+        times,
+        [("ours", "pyg")],
+        solver="arpack (auto), tol=1e-6, float64",
+        baseline_solver="PyG: ARPACK eigsh float32, random v0",
+    )
+    emit(
+        bench="graph_pe",
+        case="1 graph, 50,000 nodes (ER, avg degree 10)",
+        metric="max_residual |Lv - lambda v|",
+        ours=res_ours,
+        baseline=res_pyg,
+        ratio=round(res_ours / res_pyg, 3),
+    )
+    emit(
+        bench="graph_pe",
+        case="1 graph, 50,000 nodes (ER, avg degree 10)",
+        metric="max |PE(run 1) - PE(run 2)| (determinism)",
+        ours=diff_ours,
+        baseline=diff_pyg,
+        ratio=round(diff_ours / diff_pyg, 3) if diff_pyg else None,
+    )
+
+    mag_big = AddMagneticLaplacianPE(k=K, tol=1e-6)
+    fns = {
+        "pyg": lambda: pyg(big),
+        "magnetic": lambda: mag_big(big_dir),
+    }
+    times = alternate(fns, 1)
+    ratio_rows(
+        "1 graph, 50,000 nodes, magnetic PE (edges oriented)",
+        times,
+        [("magnetic", "pyg")],
+        solver="arpack (auto), complex128, tol=1e-6",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+r"""Longer text contexts for open_clip CLIP models (extra ``clip``).
+
+Upgrade the text tower of a (pretrained) open_clip ``CLIP`` / ``CustomTextCLIP`` from 77 to
+``N`` tokens with one of three methods:
+
+* ``"linear"``: the absolute position table resampled (open_clip's own resize);
+* ``"kps"``: Long-CLIP knowledge-preserved stretching ("Long-CLIP: Unlocking the Long-Text
+  Capability of CLIP", Zhang et al., ECCV 2024, arXiv:2403.15378);
+* ``"rope"``: TULIP relative rotary positions ("TULIP: Token-length Upgraded CLIP",
+  Najdenkoska et al., ICLR 2025, arXiv:2410.10034), followed by distillation from the original
+  tower (:func:`distill_text_tower`) and long-caption fine-tuning (:func:`finetune_long_captions`).
+
+Quick start::
+
+    import open_clip
+    from multipos.vision.clip import upgrade_text_context, save_upgraded, load_upgraded
+
+    model = open_clip.create_model("ViT-B-32", pretrained="/path/to/weights.bin")
+    model = upgrade_text_context(model, "kps", context_length=248)
+    tokens = open_clip.get_tokenizer("ViT-B-32", context_length=248)(["a long caption ..."])
+    features = model.encode_text(tokens)
+    save_upgraded(model, "out", open_clip.get_model_config("ViT-B-32"))
+    same = load_upgraded("out")
+
+The command ``multipos-clip-upgrade`` (:mod:`multipos.vision.clip.upgrade_cli`) runs the whole
+recipe. Nothing here downloads weights unless a pretrained tag is asked for.
+"""
+
+from multipos.vision.clip.stretch import kps_stretch, linear_stretch, stretch_positional_table
+from multipos.vision.clip.text_rope import RotaryAttention, rotary_text_blocks
+from multipos.vision.clip.upgrade import (
+    LongTextCLIP,
+    LongTextCustomCLIP,
+    LongTextTransformer,
+    Method,
+    TextContextSpec,
+    load_upgraded,
+    read_spec,
+    save_upgraded,
+    text_context_spec,
+    trim_tokens,
+    upgrade_text_context,
+)
+
+__all__ = [
+    "LongTextCLIP",
+    "LongTextCustomCLIP",
+    "LongTextTransformer",
+    "Method",
+    "RotaryAttention",
+    "TextContextSpec",
+    "kps_stretch",
+    "linear_stretch",
+    "load_upgraded",
+    "read_spec",
+    "rotary_text_blocks",
+    "save_upgraded",
+    "stretch_positional_table",
+    "text_context_spec",
+    "trim_tokens",
+    "upgrade_text_context",
+]

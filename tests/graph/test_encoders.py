@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch_geometric", reason="multipos.graph needs the [graph] extra")
+
+import torch
+
+import multipos
+from multipos.graph import LaplacianPEEncoder, MagneticPEEncoder, RandomWalkBias
+
+
+def test_registered() -> None:
+    assert {"laplacian_pe", "magnetic_laplacian_pe", "directional_random_walk_pe"} <= set(
+        multipos.list_schemes()
+    )
+
+
+def test_laplacian_encoder_sign_invariant_and_masked() -> None:
+    torch.manual_seed(0)
+    enc = LaplacianPEEncoder(k=4, dim=8)
+    v = torch.randn(6, 4)
+    lam = torch.rand(4).expand(6, 4)
+    mask = torch.tensor([True, True, True, False]).expand(6, 4)
+    out = enc(v, lam, mask)
+    flips = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    torch.testing.assert_close(enc(v * flips, lam, mask), out)
+    v2 = v.clone()
+    v2[:, 3] = 123.0  # masked column: ignored
+    torch.testing.assert_close(enc(v2, lam, mask), out)
+    assert out.shape == (6, 8)
+    with pytest.raises(ValueError, match="K=4"):
+        enc(torch.randn(6, 5), lam, mask)
+
+
+def test_magnetic_encoder_sign_invariant() -> None:
+    torch.manual_seed(0)
+    enc = MagneticPEEncoder(k=3, dim=5, num_q=2)
+    re, im = torch.randn(7, 2, 3), torch.randn(7, 2, 3)
+    lam = torch.rand(2, 3)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    out = enc(re, im, lam, mask)
+    flips = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0]])
+    torch.testing.assert_close(enc(re * flips, im * flips, lam, mask), out)
+    assert out.shape == (7, 5)
+    with pytest.raises(ValueError, match="Q=2"):
+        enc(re[:, :1], im[:, :1], lam, mask)
+
+
+def test_random_walk_bias_shape() -> None:
+    bias = RandomWalkBias(num_features=4, num_heads=3)
+    assert bias(torch.rand(2, 5, 5, 4)).shape == (2, 3, 5, 5)
+    with pytest.raises(ValueError, match="F=4"):
+        bias(torch.rand(2, 5, 5, 3))
+    with pytest.raises(ValueError, match="positive"):
+        RandomWalkBias(0, 2)

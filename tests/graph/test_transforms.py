@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch_geometric", reason="multipos.graph needs the [graph] extra")
+
+import torch
+import torch_geometric.transforms as T
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from multipos.graph import (
+    AddDirectionalRandomWalkPE,
+    AddLaplacianPE,
+    AddMagneticLaplacianPE,
+    laplacian_pe,
+    pairwise_to_dense,
+)
+from tests.graph._graphs import random_graph
+
+
+def _dataset() -> list[Data]:
+    out = [
+        Data(edge_index=random_graph(n, 0.3, n, directed=True), num_nodes=n) for n in (2, 6, 9, 14)
+    ]
+    out.append(Data(edge_index=torch.zeros(2, 0, dtype=torch.long), num_nodes=3))
+    return out
+
+
+def test_compose_and_dataloader() -> None:
+    transform = T.Compose(
+        [
+            AddLaplacianPE(k=4),
+            AddMagneticLaplacianPE(k=4, q=[0.1, 0.25]),
+            AddDirectionalRandomWalkPE(3, ppr_alpha=0.1),
+            AddDirectionalRandomWalkPE(2, form="pairwise", attr_prefix="rw"),
+        ]
+    )
+    data = [transform(d) for d in _dataset()]
+    batch = next(iter(DataLoader(data, batch_size=len(data))))
+    n = sum(d.num_nodes for d in data)
+    assert batch.laplacian_pe.shape == (n, 4) and batch.laplacian_mask.dtype == torch.bool
+    assert batch.laplacian_eigenvalues.shape == (n, 4)
+    assert batch.magnetic_pe_real.shape == (n, 2, 4) and batch.magnetic_eigenvalues.shape == (
+        n,
+        2,
+        4,
+    )
+    assert batch.random_walk_pe.shape == (n, 8)
+    dense = pairwise_to_dense(batch.rw_pair_index, batch.rw_pair_attr, batch.batch)
+    assert dense.shape == (len(data), 14, 14, 4)
+    # the pairwise features survive batching: graph 3 (14 nodes) unchanged
+    torch.testing.assert_close(
+        dense[3],
+        pairwise_to_dense(data[3].rw_pair_index, data[3].rw_pair_attr, max_num_nodes=14)[0],
+    )
+    first = data[1]
+    ref = laplacian_pe(first.edge_index, first.num_nodes, k=4)
+    assert torch.equal(first.laplacian_pe, ref.vectors)
+    assert (first.laplacian_eigenvalues == ref.values).all()
+
+
+def test_transform_is_deterministic_and_does_not_mutate() -> None:
+    d = _dataset()[3]
+    t = AddLaplacianPE(k=3)
+    a, b = t(d), t(d)
+    assert torch.equal(a.laplacian_pe, b.laplacian_pe)
+    assert "laplacian_pe" not in d
+
+
+def test_apply_many_matches_per_graph() -> None:
+    data = _dataset()
+    for t in (AddLaplacianPE(k=5), AddMagneticLaplacianPE(k=5)):
+        many = t.apply_many(data)
+        for d, m in zip(data, many, strict=True):
+            one = t(d)
+            for key in one.keys():  # noqa: SIM118 (iterating a Data yields pairs)
+                torch.testing.assert_close(m[key], one[key], atol=1e-6, rtol=0)
+
+
+def test_edge_weights_are_used() -> None:
+    d = _dataset()[3]
+    w = torch.rand(d.edge_index.shape[1], generator=torch.Generator().manual_seed(0)) + 0.1
+    weighted = AddLaplacianPE(k=3)(Data(edge_index=d.edge_index, num_nodes=14, edge_weight=w))
+    ignored = AddLaplacianPE(k=3, weight_attr=None)(
+        Data(edge_index=d.edge_index, num_nodes=14, edge_weight=w)
+    )
+    assert not torch.allclose(weighted.laplacian_pe, ignored.laplacian_pe)
+    torch.testing.assert_close(ignored.laplacian_pe, AddLaplacianPE(k=3)(d).laplacian_pe)
+
+
+def test_repr_lists_every_option() -> None:
+    r = repr(AddMagneticLaplacianPE(k=6, q=[0.1, 0.2], symmetrize="mean"))
+    for part in (
+        "k=6",
+        "q=(0.1, 0.2)",
+        "q_mode='relative'",
+        "symmetrize='mean'",
+        "trivial='keep'",
+        "solver='auto'",
+        "tol=",
+        "normalization='sym'",
+        "weight_attr=",
+        "attr_prefix=",
+    ):
+        assert part in r
+    assert "solver='auto'" in repr(AddLaplacianPE())
+    assert "form='node'" in repr(AddDirectionalRandomWalkPE())
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="'drop', 'keep'"):
+        AddLaplacianPE(trivial="none")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attr_prefix"):
+        AddLaplacianPE(attr_prefix="bad name")
+    with pytest.raises(ValueError, match="'node', 'pairwise'"):
+        AddDirectionalRandomWalkPE(form="edges")
+    with pytest.raises(TypeError, match="Data"):
+        AddLaplacianPE()(torch.zeros(3))  # type: ignore[arg-type]
