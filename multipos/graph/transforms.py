@@ -79,7 +79,34 @@ def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     return torch.split(repeated, list(sizes))
 
 
-class AddLaplacianPE(BaseTransform):  # type: ignore[misc]
+class _SpectralTransform(BaseTransform):  # type: ignore[misc]
+    """Shared plumbing of the eigenvector transforms: per-graph and batched application."""
+
+    _fields: tuple[str, ...] = ()
+
+    def _run(self, data_list: Sequence[Data]) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def _write(self, data_list: Sequence[Data], results: Sequence[Any]) -> list[Data]:
+        raise NotImplementedError
+
+    def forward(self, data: Data) -> Data:
+        data = _check_data(data)
+        return self._write([data], self._run([data]))[0]
+
+    def apply_many(self, data_list: Sequence[Data]) -> list[Data]:
+        """Transform many graphs at once with batched eigensolvers; returns shallow copies.
+
+        Same results as calling the transform on each graph.
+        """
+        data_list = [copy.copy(_check_data(d)) for d in data_list]
+        return self._write(data_list, self._run(data_list))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_opts(self, self._fields)})"
+
+
+class AddLaplacianPE(_SpectralTransform):
     r"""Add the Laplacian eigenvector PE, its eigenvalues and a mask to ``data``.
 
     From "Benchmarking Graph Neural Networks" (Dwivedi et al., 2020, arXiv:2003.00982); see
@@ -159,23 +186,8 @@ class AddLaplacianPE(BaseTransform):  # type: ignore[misc]
             data[f"{p}_mask"] = m
         return list(data_list)
 
-    def forward(self, data: Data) -> Data:
-        data = _check_data(data)
-        return self._write([data], self._run([data]))[0]
 
-    def apply_many(self, data_list: Sequence[Data]) -> list[Data]:
-        """Transform many graphs at once with batched eigensolvers; returns shallow copies.
-
-        Same results as calling the transform on each graph.
-        """
-        data_list = [copy.copy(_check_data(d)) for d in data_list]
-        return self._write(data_list, self._run(data_list))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({_opts(self, self._fields)})"
-
-
-class AddMagneticLaplacianPE(BaseTransform):  # type: ignore[misc]
+class AddMagneticLaplacianPE(_SpectralTransform):
     r"""Add the magnetic Laplacian PE (real, imaginary, eigenvalues, mask) to ``data``.
 
     From "Transformers Meet Directed Graphs" (Geisler et al., 2023, arXiv:2302.00049); see
@@ -265,21 +277,6 @@ class AddMagneticLaplacianPE(BaseTransform):  # type: ignore[misc]
             data[f"{p}_eigenvalues"] = v
             data[f"{p}_mask"] = m
         return list(data_list)
-
-    def forward(self, data: Data) -> Data:
-        data = _check_data(data)
-        return self._write([data], self._run([data]))[0]
-
-    def apply_many(self, data_list: Sequence[Data]) -> list[Data]:
-        """Transform many graphs at once with batched eigensolvers; returns shallow copies.
-
-        Same results as calling the transform on each graph.
-        """
-        data_list = [copy.copy(_check_data(d)) for d in data_list]
-        return self._write(data_list, self._run(data_list))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({_opts(self, self._fields)})"
 
 
 class AddDirectionalRandomWalkPE(BaseTransform):  # type: ignore[misc]
