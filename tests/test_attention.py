@@ -119,3 +119,24 @@ def test_errors(qkv) -> None:
         )  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="bool or floating"):
         attention(q, k, v, mask=torch.ones(6, 6, dtype=torch.long))
+
+
+def test_learnable_bias_gradients_match_sdpa(qkv, generator) -> None:
+    q, k, v = qkv
+    table = torch.randn(1, 8, 4, generator=generator, requires_grad=True)
+    ids = torch.randint(0, 4, (1, 6, 6), generator=generator)
+    out = attention(q, k, v, contextual=[ContextualBias(table, ids, "k")], is_causal=True)
+    (grad,) = torch.autograd.grad(out.square().sum(), table)
+    bias = contextual_bias_reference(q, table, ids)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias + _causal(6))
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), table)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def contextual_bias_reference(q, table, ids):
+    return 8**-0.5 * torch.einsum("bhid,dij->bhij", q, table[0][:, ids[0]])
+
+
+def _causal(n):
+    return torch.zeros(n, n).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))

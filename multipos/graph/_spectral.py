@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -470,23 +471,26 @@ def _sparse_solve(
     )
 
 
-def _small_eigh(dense: Tensor) -> tuple[Tensor, Tensor]:
-    """Batched ``eigh`` of small matrices on one thread.
+def _small_eighs(blocks: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Batched ``eigh`` of groups of small matrices, groups spread over the intra-op threads.
 
-    Intra-op threads give nothing at this size, and on a loaded machine their spin-waits cost
-    up to 1000x (measured: 0.06 ms vs 126 ms for one 30 x 30 matrix with 2 threads on 2 busy
-    cores), so the call runs with ``torch.set_num_threads(1)`` and restores the setting.
+    LAPACK gains nothing from several threads on one small matrix, and on a loaded machine
+    their spin-waits cost up to 1000x (measured: 0.06 ms vs 126 ms for one 30 x 30 matrix with
+    2 threads on 2 busy cores). So each call runs single-threaded (``torch.set_num_threads(1)``
+    for the duration, restored afterwards) and the groups run concurrently on up to
+    ``torch.get_num_threads()`` Python threads (``eigh`` releases the GIL). The result does not
+    depend on the number of threads.
     """
     threads = torch.get_num_threads()
-    if threads == 1:
-        evals, evecs = torch.linalg.eigh(dense)
-        return evals, evecs
+    workers = min(threads, len(blocks))
     torch.set_num_threads(1)
     try:
-        evals, evecs = torch.linalg.eigh(dense)
+        if workers <= 1:
+            return [torch.linalg.eigh(b) for b in blocks]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(torch.linalg.eigh, blocks))
     finally:
         torch.set_num_threads(threads)
-    return evals, evecs
 
 
 class _UseDense(Exception):
@@ -546,8 +550,9 @@ def solve(
         put(gs, _select(u, gs, vals[None], vecs[None], k, trivial, canonical_null))
     small = dense_ids[u.sizes[dense_ids] <= BATCHED_MAX_NODES]
     large = dense_ids[u.sizes[dense_ids] > BATCHED_MAX_NODES]
-    for _, gs, dense in _dense_groups(u, lap, small):
-        evals, evecs = _small_eigh(dense)
+    groups = _dense_groups(u, lap, small)
+    solved = _small_eighs([dense for _, _, dense in groups])
+    for (_, gs, _), (evals, evecs) in zip(groups, solved, strict=True):
         put(gs, _select(u, gs, evals, evecs, k, trivial, canonical_null))
     for gid in large.tolist():
         lo, hi = int(u.ptr[gid]), int(u.ptr[gid + 1])

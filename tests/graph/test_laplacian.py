@@ -186,6 +186,21 @@ def test_batched_matches_single() -> None:
         assert torch.equal(r.mask, one.mask)
 
 
+def test_batched_result_does_not_depend_on_thread_count() -> None:
+    graphs = [(random_graph(n, 0.2, n), n) for n in range(10, 40, 3)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = batched_laplacian_pe(graphs, 4)
+        torch.set_num_threads(2)
+        spread = batched_laplacian_pe(graphs, 4)
+        assert torch.get_num_threads() == 2, "the thread setting is restored"
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(serial, spread, strict=True):
+        assert torch.equal(a.vectors, b.vectors) and torch.equal(a.values, b.values)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
