@@ -47,6 +47,17 @@ def rotate_pairs(x: Tensor, layout: Layout = "half") -> Tensor:
     raise AssertionError("unreachable")
 
 
+def _complex_ok(x: Tensor, cos: Tensor, sin: Tensor) -> bool:
+    # Complex views exist for float32/float64 only; compilers get the real-valued form.
+    return (
+        x.dtype in (torch.float32, torch.float64)
+        and cos.dtype == x.dtype
+        and sin.dtype == x.dtype
+        and x.stride(-1) == 1
+        and not torch.compiler.is_compiling()
+    )
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout = "half") -> Tensor:
     r"""Rotate the channel pairs of ``x`` by the angles whose cos/sin are given.
 
@@ -84,6 +95,15 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout = "half") -
             f"rotary width {rot} must be even and at most the channel count {dim} of x "
             f"(x: {tuple(x.shape)}, cos: {tuple(cos.shape)})"
         )
+    if layout == "interleaved" and _complex_ok(x, cos, sin):
+        # Same arithmetic as below, as one complex multiplication by exp(i phi) per pair:
+        # several times faster than the strided real-valued rotation.
+        head = x if rot == dim else x[..., :rot]
+        turn = torch.complex(cos[..., 0::2], sin[..., 0::2])
+        pairs = head.view(*head.shape[:-1], rot // 2, 2)  # (..., D) -> (..., D/2, 2)
+        out = torch.view_as_real(torch.view_as_complex(pairs) * turn)
+        out = out.flatten(-2)
+        return out if rot == dim else torch.cat((out, x[..., rot:]), dim=-1)
     if rot == dim:
         return (x * cos + rotate_pairs(x, layout) * sin).to(x.dtype)
     head, tail = x[..., :rot], x[..., rot:]

@@ -275,3 +275,18 @@ def test_config_round_trip() -> None:
     pos = torch.rand(2, 9) * 30
     for a, b in zip(rope(pos), again(pos), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rot", [8, 16])
+def test_interleaved_fast_path_equals_real_formula_with_gradients(rot) -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 7, 3, 16, generator=g).transpose(1, 2).requires_grad_()  # non-contiguous
+    cos, sin = RotaryEmbedding(rot, layout="interleaved")(torch.rand(7, generator=g) * 100)
+    fast = apply_rotary(x, cos, sin, "interleaved")
+    head = x[..., :rot]
+    slow = torch.cat((head * cos + rotate_pairs(head, "interleaved") * sin, x[..., rot:]), dim=-1)
+    torch.testing.assert_close(fast, slow)
+    weight = torch.randn(fast.shape, generator=g)
+    (g_fast,) = torch.autograd.grad((fast * weight).sum(), x)
+    (g_slow,) = torch.autograd.grad((slow * weight).sum(), x)
+    torch.testing.assert_close(g_fast, g_slow)
