@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch_geometric", reason="multipos.graph needs the [graph] extra")
 
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from multipos.graph import (
@@ -94,6 +94,7 @@ def test_permutation_equivariance(params, pseed) -> None:
 
 
 @given(graph_params)
+@example((17, 0.375, 255))  # two entries tie to within float32 rounding
 def test_unitary_and_eigen_equation(params) -> None:
     n, p, seed = params
     ei = random_graph(n, p, seed, directed=True)
@@ -105,12 +106,13 @@ def test_unitary_and_eigen_equation(params) -> None:
         lap = magnetic_laplacian(ei, n, q=q)
         resid = lap @ u - u * r.values[i, r.mask[i]].double()
         assert resid.abs().max() < 1e-5
-        # phase convention: the largest-magnitude entry is real and positive
-        # (ties: the first node within tolerance of the maximum)
+        # phase convention: the largest-magnitude entry is real and positive. The library
+        # picks it in float64 (ties within 1e-8); after the float32 output, entries within
+        # 1e-6 of the maximum are indistinguishable, so one of those must be the anchor.
         mag = u.abs()
-        anchor = (mag >= mag.amax(dim=0) - 1e-6).to(torch.uint8).argmax(dim=0)
-        a = u[anchor, torch.arange(u.shape[1])]
-        assert (a.imag.abs() < 1e-6).all() and (a.real > 0).all()
+        near_max = mag >= mag.amax(dim=0) - 1e-6
+        anchored = (u.imag.abs() < 1e-6) & (u.real > 0) & near_max
+        assert anchored.any(dim=0).all()
 
 
 def test_snapshot_directed_edge() -> None:
