@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,10 @@ def _import_domains() -> dict[str, str | None]:
     status: dict[str, str | None] = {}
     for domain in DOMAINS:
         try:
-            importlib.import_module(f"multipos.{domain}")
+            with warnings.catch_warnings():
+                # PyTorch Geometric's import-time use of torch.jit.script warns on torch >= 2.10.
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")
+                importlib.import_module(f"multipos.{domain}")
             status[domain] = None
         except ImportError as err:
             status[domain] = f"needs `pip install multipos[{domain}]` ({err.name or err})"
