@@ -150,15 +150,7 @@ def attention(
         total = _add(total, _mask_to_bias(allowed, q.dtype))
         is_causal = False
 
-    # On CPU, SDPA runs a differentiable float mask through its composite math kernel, which
-    # is no faster than the explicit path below; the explicit path also reuses q * scale.
-    grad_bias_on_cpu = (
-        total is not None
-        and total.requires_grad
-        and torch.is_grad_enabled()
-        and q.device.type == "cpu"
-    )
-    if not values and not grad_bias_on_cpu:
+    if not values:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=total, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )

@@ -50,12 +50,19 @@ class MultiposVisionMixin:
     patch_drop: Any
     norm_pre: Any
 
-    def _install_schemes(self, schemes: VisionSchemes, generator: torch.Generator | None) -> None:
+    def _check_schemes(self, schemes: VisionSchemes) -> None:
+        """Raise before anything is changed if ``schemes`` cannot go on this model."""
         if schemes.relative and not isinstance(self.patch_drop, torch.nn.Identity):
             raise ValueError(
                 "patch dropout drops tokens from the grid; it cannot be combined with "
                 f"{schemes.names}"
             )
+        for i in schemes.peg.blocks if schemes.peg is not None else ():
+            if not 0 <= i < len(self.blocks):
+                raise ValueError(f"peg block index {i} out of range for {len(self.blocks)} blocks")
+
+    def _install_schemes(self, schemes: VisionSchemes, generator: torch.Generator | None) -> None:
+        self._check_schemes(schemes)
         self.pos_schemes = schemes
         ref = self.patch_embed.proj.weight
         self.lff = None
@@ -88,9 +95,6 @@ class MultiposVisionMixin:
             )
         for i, block in enumerate(self.blocks):
             MultiposBlock.convert(block, schemes, i, self.num_prefix_tokens, generator)
-        for i in schemes.peg.blocks if schemes.peg is not None else ():
-            if not 0 <= i < len(self.blocks):
-                raise ValueError(f"peg block index {i} out of range for {len(self.blocks)} blocks")
 
     def position_context(
         self, grid: tuple[int, int], device: torch.device
@@ -112,14 +116,15 @@ class MultiposVisionMixin:
             )
         return VisionPositionContext(positions, full, rope, buckets)
 
-    def _lff_term(self, grid: tuple[int, int], x: Tensor) -> Tensor:
+    def _lff_term(self, pos: VisionPositionContext, x: Tensor) -> Tensor:
         assert self.lff is not None and self.pos_schemes.lff is not None
+        # Patch centres divided by this grid's size ("unit") or the model's default grid.
         if self.pos_schemes.lff.coords == "unit":
-            coords = build_grid_positions(grid, normalize="unit", device=x.device).patches
+            sizes = pos.grid.shape
         else:
-            ref_h, ref_w = self.patch_embed.grid_size
-            coords = build_grid_positions(grid, device=x.device).patches + 0.5
-            coords = coords / torch.tensor([[ref_h], [ref_w]], device=x.device, dtype=coords.dtype)
+            sizes = tuple(self.patch_embed.grid_size)
+        patches = pos.grid.patches
+        coords = torch.stack([(patches[a] + 0.5) / sizes[a] for a in range(2)])
         pe = self.lff(coords).to(x.dtype)  # (N, C)
         prefix = pe.new_zeros(self.num_prefix_tokens, pe.shape[-1])
         return torch.cat((prefix, pe), dim=0).unsqueeze(0)
@@ -133,7 +138,7 @@ class MultiposVisionMixin:
         pos = self.position_context(grid, x.device)
         x = self._pos_embed(x)
         if self.lff is not None:
-            x = x + self._lff_term(grid, x)
+            x = x + self._lff_term(pos, x)
         x = self.patch_drop(x)
         x = self.norm_pre(x)
         return x, pos
@@ -303,6 +308,7 @@ def apply_scheme(
     if "ape" in names:
         raise ValueError("'ape' cannot be retrofitted; the model's own table is kept (ape='keep')")
     schemes = VisionSchemes.parse(names, cfg, retrofit=True)
+    MultiposVisionMixin._check_schemes(model, schemes)  # type: ignore[arg-type]
     if ape == "drop":
         model.pos_embed = None
     model.__class__ = _retrofit_class(type(model))

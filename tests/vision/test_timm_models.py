@@ -270,3 +270,28 @@ def test_export_with_dynamic_height_and_width(scheme) -> None:
     y = torch.randn(1, 3, 40, 24)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(y), model(y), rtol=1e-4, atol=1e-4)
+
+
+def test_failed_retrofit_leaves_the_model_untouched() -> None:
+    model = timm.create_model("vit_tiny_patch16_224", patch_drop_rate=0.5, **TINY)
+    cls, keys = type(model), set(model.state_dict())
+    with pytest.raises(ValueError, match="patch dropout"):
+        mv.apply_scheme(model, "irpe", ape="drop")
+    assert type(model) is cls and set(model.state_dict()) == keys
+    assert model.pos_embed is not None
+    model = timm.create_model("vit_tiny_patch16_224", **TINY)
+    with pytest.raises(ValueError, match="out of range"):
+        mv.apply_scheme(model, "peg", peg={"blocks": [9]})
+    assert type(model) is cls and not any("peg" in k for k in model.state_dict())
+
+
+def test_lff_coordinates() -> None:
+    unit = _model("lff", dynamic_img_size=True)
+    ref = _model("lff", dynamic_img_size=True, pos_cfg={"lff": {"coords": "reference"}})
+    ref.load_state_dict(unit.state_dict())
+    seen = {}
+    for name, model in (("unit", unit), ("reference", ref)):
+        model.lff.register_forward_hook(lambda m, args, out, n=name: seen.__setitem__(n, args[0]))
+        model(torch.randn(1, 3, 64, 32))  # an 8 x 4 grid; the default grid is 4 x 4
+    assert seen["unit"][:, 0].tolist() == [1 / 16, 1 / 8]
+    assert seen["reference"][:, -1].tolist() == [7.5 / 4, 3.5 / 4]
