@@ -11,7 +11,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -20,6 +20,26 @@ import torch
 def machine() -> str:
     """A short description of where the figures were measured."""
     return f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def alternate(
+    fns: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 0
+) -> dict[str, list[float]]:
+    """Seconds of every call of each function, run in turn ``repeats`` times.
+
+    The order reverses every repetition, so no contender always runs on a warmer cache.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    items = list(fns.items())
+    for r in range(repeats):
+        for name, fn in items if r % 2 == 0 else items[::-1]:
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def time_alternating(
@@ -37,33 +57,33 @@ def time_alternating(
     """
     if repeats < 5:
         raise ValueError(f"need at least 5 repetitions for a median, got {repeats}")
-    for _ in range(warmup):
-        ours()
-        baseline()
-    t_ours: list[float] = []
-    t_base: list[float] = []
-    for r in range(repeats):
-        order = [(ours, t_ours), (baseline, t_base)]
-        if r % 2:
-            order.reverse()
-        for fn, sink in order:
-            start = time.perf_counter()
+
+    def batch(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
             for _ in range(inner):
                 fn()
-            sink.append((time.perf_counter() - start) / inner)
-    return statistics.median(t_ours), statistics.median(t_base)
+
+        return run
+
+    times = alternate({"ours": batch(ours), "baseline": batch(baseline)}, repeats, warmup)
+    return statistics.median(times["ours"]) / inner, statistics.median(times["baseline"]) / inner
+
+
+def emit_row(row: Mapping[str, Any]) -> None:
+    """Print one result line as given, plus where it was measured."""
+    print(json.dumps({**row, "machine": machine()}), flush=True)
 
 
 def emit(bench: str, case: str, metric: str, ours: float, baseline: float, **extra: Any) -> None:
-    """Print one result line."""
-    row = {
-        "bench": bench,
-        "case": case,
-        "metric": metric,
-        "ours": ours,
-        "baseline": baseline,
-        "ratio": ours / baseline if baseline else float("nan"),
-        **extra,
-        "machine": machine(),
-    }
-    print(json.dumps(row), flush=True)
+    """Print one result line; ``ratio`` = ours / baseline."""
+    emit_row(
+        {
+            "bench": bench,
+            "case": case,
+            "metric": metric,
+            "ours": ours,
+            "baseline": baseline,
+            "ratio": ours / baseline if baseline else float("nan"),
+            **extra,
+        }
+    )

@@ -28,15 +28,19 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import json
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit_row
 
 from multipos.graph import (
     LaplacianPEEncoder,
@@ -198,19 +202,16 @@ def main() -> None:
     test = featurize(make_graphs(500, seed=200))
     m = test["node"] & (test["src"] == 0)
     majority = float(max(test["y"][m].mean(), 1 - test["y"][m].mean()))
-    print(
-        json.dumps(
-            {
-                "bench": "graph_direction",
-                "case": "setup",
-                "metric": "majority_accuracy",
-                "ours": round(majority, 4),
-                "baseline": round(majority, 4),
-                "ratio": 1.0,
-                "featurize_s": round(time.perf_counter() - t0, 2),
-            }
-        ),
-        flush=True,
+    emit_row(
+        {
+            "bench": "graph_direction",
+            "case": "setup",
+            "metric": "majority_accuracy",
+            "ours": round(majority, 4),
+            "baseline": round(majority, 4),
+            "ratio": 1.0,
+            "featurize_s": round(time.perf_counter() - t0, 2),
+        }
     )
     acc: dict[str, list[float]] = {}
     for pe in PES:
@@ -218,36 +219,30 @@ def main() -> None:
             t1 = time.perf_counter()
             a = run(pe, seed, train, test)
             acc.setdefault(pe, []).append(a)
-            print(
-                json.dumps(
-                    {
-                        "bench": "graph_direction",
-                        "case": f"{pe}/seed{seed}",
-                        "metric": "test_accuracy",
-                        "ours": round(a, 4),
-                        "baseline": None,
-                        "ratio": None,
-                        "train_s": round(time.perf_counter() - t1, 1),
-                    }
-                ),
-                flush=True,
+            emit_row(
+                {
+                    "bench": "graph_direction",
+                    "case": f"{pe}/seed{seed}",
+                    "metric": "test_accuracy",
+                    "ours": round(a, 4),
+                    "baseline": None,
+                    "ratio": None,
+                    "train_s": round(time.perf_counter() - t1, 1),
+                }
             )
     base = statistics.mean(acc["none"])
     for pe in PES:
         mean, std = statistics.mean(acc[pe]), statistics.stdev(acc[pe])
-        print(
-            json.dumps(
-                {
-                    "bench": "graph_direction",
-                    "case": pe,
-                    "metric": "test_accuracy_mean_over_3_seeds",
-                    "ours": round(mean, 4),
-                    "std": round(std, 4),
-                    "baseline": round(base, 4),
-                    "ratio": round(mean / base, 3),
-                }
-            ),
-            flush=True,
+        emit_row(
+            {
+                "bench": "graph_direction",
+                "case": pe,
+                "metric": "test_accuracy_mean_over_3_seeds",
+                "ours": round(mean, 4),
+                "std": round(std, 4),
+                "baseline": round(base, 4),
+                "ratio": round(mean / base, 3),
+            }
         )
 
 

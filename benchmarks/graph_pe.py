@@ -22,11 +22,10 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import json
 import statistics
-import time
+import sys
 import warnings
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,9 @@ import torch_geometric.transforms as T
 from torch_geometric.data import Data
 from torch_geometric.utils import get_laplacian, to_undirected
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import alternate, emit_row
+
 from multipos.graph import AddLaplacianPE, AddMagneticLaplacianPE, batched_laplacian_pe
 
 warnings.filterwarnings("ignore")
@@ -43,17 +45,7 @@ K = 8
 
 
 def emit(**row: Any) -> None:
-    print(json.dumps(row), flush=True)
-
-
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
+    emit_row(row)
 
 
 def orient(edge_index: torch.Tensor, seed: int) -> torch.Tensor:
