@@ -268,8 +268,11 @@ def test_command_runs_end_to_end_and_resumes(data: Path, capsys: pytest.CaptureF
     assert set(summary["eval_upgraded"]) == {"t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5"}
     assert 0 < summary["short_caption_preservation"]["mean_cosine"] <= 1
     assert (out / "checkpoints" / "distill.pt").is_file()
-    model = load_upgraded(out)
+    # The directory loads back through open_clip's own factory.
+    model = open_clip.create_model(f"local-dir:{out}")
     assert model.text_context_spec.scaling.factor == 2.0
+    for name, value in load_upgraded(out).state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name
     first = copy.deepcopy(model.state_dict())
     # Resuming a finished run trains nothing more and writes the same weights.
     assert main([*_cli_args(data, out), "--resume"]) == 0

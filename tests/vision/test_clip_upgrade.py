@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -19,9 +21,12 @@ from multipos.vision.clip import (  # noqa: E402
     kps_stretch,
     linear_stretch,
     load_upgraded,
+    open_clip_registered,
+    register_open_clip,
     save_upgraded,
     stretch_positional_table,
     trim_tokens,
+    unregister_open_clip,
     upgrade_text_context,
 )
 
@@ -308,13 +313,135 @@ def test_save_load_identical_embeddings(cfg: dict, method: str, tmp_path) -> Non
     assert open_clip.get_tokenizer(f"local-dir:{tmp_path}").context_length == N
     if method == "rope":
         assert spec.scaling.kind == "yarn" and spec.layout == "half" and spec.base == 500.0
-        # Plain open_clip builds an absolute-position tower: its strict load stops.
-        with pytest.raises(RuntimeError, match="positional_embedding"):
-            open_clip.create_model(f"local-dir:{tmp_path}")
-    else:
-        plain = open_clip.create_model(f"local-dir:{tmp_path}").eval()
+    # open_clip's own factory, with the multipos hook that importing multipos.vision.clip installs
+    assert open_clip_registered()
+    via_open_clip = open_clip.create_model(f"local-dir:{tmp_path}").eval()
+    assert type(via_open_clip) is type(model)
+    with torch.no_grad():
+        assert torch.equal(via_open_clip.encode_text(tokens), expected)
+        short = trim_tokens(tokens[:1])
+        torch.testing.assert_close(via_open_clip.encode_text(short), expected[:1])
+        assert torch.equal(via_open_clip.encode_image(image), model.encode_image(image))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_plain_open_clip_without_hook(cfg: dict, method: str, tmp_path) -> None:
+    """Without the hook, open_clip alone loads stretched tables (inputs padded to N) and
+    refuses a rotary tower loudly rather than building a wrong one."""
+    model = upgrade_text_context(build(cfg), method, N)
+    save_upgraded(model, tmp_path, cfg)
+    tokens = pad(caption(90, torch.Generator().manual_seed(8)), N)
+    unregister_open_clip()
+    try:
+        assert not open_clip_registered()
+        if method == "rope":
+            with pytest.raises(RuntimeError, match="positional_embedding"):
+                open_clip.create_model(f"local-dir:{tmp_path}")
+        else:
+            plain = open_clip.create_model(f"local-dir:{tmp_path}").eval()
+            with torch.no_grad():
+                assert torch.equal(plain.encode_text(tokens), model.encode_text(tokens))
+        # load_upgraded does not depend on the hook.
         with torch.no_grad():
-            assert torch.equal(plain.encode_text(tokens), expected)
+            expected = model.encode_text(tokens)
+            assert torch.equal(load_upgraded(tmp_path).encode_text(tokens), expected)
+    finally:
+        register_open_clip()
+    assert open_clip_registered()
+
+
+def test_hook_covers_open_clip_entry_points(tmp_path) -> None:
+    cfg = tiny_cfg()
+    model = upgrade_text_context(build(cfg), "rope", N)
+    save_upgraded(model, tmp_path, cfg)
+    name = f"local-dir:{tmp_path}"
+    tokens = caption(120, torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        expected = model.encode_text(tokens)
+        built, _, _ = open_clip.create_model_and_transforms(name)
+        assert torch.equal(built.eval().encode_text(tokens), expected)
+        loaded, _ = open_clip.create_model_from_pretrained(name)
+        assert torch.equal(loaded.eval().encode_text(tokens), expected)
+        # The factory module's name (used by open_clip internally) is wrapped too.
+        assert open_clip.factory.create_model is open_clip.create_model
+        # positional arguments bind like open_clip's own signature
+        assert torch.equal(
+            open_clip.create_model(name, None, True, "fp32", "cpu").eval().encode_text(tokens),
+            expected,
+        )
+        # open_clip's precision handling applies to the upgraded tower (angles stay fp32)
+        half = open_clip.create_model(name, precision="pure_bf16").eval()
+        assert half.token_embedding.weight.dtype == torch.bfloat16
+        cosine = torch.nn.functional.cosine_similarity(half.encode_text(tokens).float(), expected)
+        assert cosine.min() > 0.999
+    # load_weights=False: the upgraded architecture, random weights
+    fresh = open_clip.create_model(name, load_weights=False)
+    assert fresh.text_context_spec == model.text_context_spec
+    assert fresh.positional_embedding is None
+    with torch.no_grad():
+        assert not torch.allclose(fresh.eval().encode_text(tokens), expected)
+    same_length = open_clip.create_model(name, force_context_length=N)
+    assert same_length.text_context_spec.context_length == N
+    with pytest.raises(ValueError, match="force_context_length=100"):
+        open_clip.create_model(name, force_context_length=100)
+    with pytest.raises(ValueError, match="jit=True"):
+        open_clip.create_model(name, jit=True)
+    with pytest.raises(ValueError, match="pretrained_text_path"):
+        open_clip.create_model(name, pretrained_text_path=str(tmp_path / "x.bin"))
+    with pytest.raises(RuntimeError, match="require_pretrained"):
+        open_clip.create_model(name, load_weights=False, require_pretrained=True)
+    (tmp_path / "open_clip_pytorch_model.bin").unlink()
+    with pytest.raises(FileNotFoundError, match="no weights file"):
+        open_clip.create_model(name)
+
+
+def test_hook_passes_other_models_through(tmp_path) -> None:
+    """Directories without a multipos spec and built-in names reach open_clip unchanged."""
+    cfg = tiny_cfg()
+    original = build(cfg)
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.save(original.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    plain = open_clip.create_model(f"local-dir:{tmp_path}").eval()
+    assert type(plain) is open_clip.CLIP
+    tokens = pad(caption(30, torch.Generator().manual_seed(2)), 77)
+    with torch.no_grad():
+        assert torch.equal(plain.encode_text(tokens), original.encode_text(tokens))
+    named = tmp_path / "configs" / "multipos-test-tiny.json"
+    named.parent.mkdir()
+    named.write_text(json.dumps(cfg))
+    open_clip.add_model_config(named)
+    assert type(open_clip.create_model("multipos-test-tiny")) is open_clip.CLIP
+    with pytest.raises(FileNotFoundError):
+        open_clip.create_model(f"local-dir:{tmp_path / 'missing'}")
+    register_open_clip()  # idempotent: still one wrapper around open_clip's function
+    inner = open_clip.create_model.__multipos_original__
+    assert not hasattr(inner, "__multipos_original__")
+
+
+def test_hook_installed_on_import(tmp_path) -> None:
+    """A fresh interpreter: importing multipos.vision.clip is all open_clip needs."""
+    cfg = tiny_cfg()
+    model = upgrade_text_context(build(cfg), "rope", N, scaling="ntk")
+    save_upgraded(model, tmp_path, cfg)
+    tokens = caption(200, torch.Generator().manual_seed(4))
+    torch.save(tokens, tmp_path / "tokens.pt")
+    with torch.no_grad():
+        torch.save(model.encode_text(tokens), tmp_path / "expected.pt")
+    script = (
+        "import sys, torch, open_clip\n"
+        "import multipos.vision.clip\n"
+        "d = sys.argv[1]\n"
+        "m = open_clip.create_model('local-dir:' + d).eval()\n"
+        "with torch.no_grad():\n"
+        "    out = m.encode_text(torch.load(d + '/tokens.pt'))\n"
+        "assert torch.equal(out, torch.load(d + '/expected.pt'))\n"
+        "print(m.text_context_spec.scaling.kind)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ntk"
 
 
 def test_rope_spec_changes_embeddings() -> None:

@@ -13,19 +13,29 @@ Upgrade the text tower of a (pretrained) open_clip ``CLIP`` / ``CustomTextCLIP``
 Quick start::
 
     import open_clip
-    from multipos.vision.clip import upgrade_text_context, save_upgraded, load_upgraded
+    from multipos.vision.clip import save_upgraded, upgrade_text_context
 
     model = open_clip.create_model("ViT-B-32", pretrained="/path/to/weights.bin")
     model = upgrade_text_context(model, "kps", context_length=248)
     tokens = open_clip.get_tokenizer("ViT-B-32", context_length=248)(["a long caption ..."])
     features = model.encode_text(tokens)
     save_upgraded(model, "out", open_clip.get_model_config("ViT-B-32"))
-    same = load_upgraded("out")
+    same = open_clip.create_model("local-dir:out")  # identical embeddings, any method
+
+Importing this package installs :func:`register_open_clip`: ``open_clip.create_model``
+recognises directories written by :func:`save_upgraded` (``"rope"`` ones included, which plain
+open_clip cannot build) and passes every other call to open_clip unchanged.
 
 The command ``multipos-clip-upgrade`` (:mod:`multipos.vision.clip.upgrade_cli`) runs the whole
 recipe. Nothing here downloads weights unless a pretrained tag is asked for.
 """
 
+from multipos.vision.clip.factory import (
+    load_upgraded,
+    open_clip_registered,
+    register_open_clip,
+    unregister_open_clip,
+)
 from multipos.vision.clip.stretch import kps_stretch, linear_stretch, stretch_positional_table
 from multipos.vision.clip.text_rope import RotaryAttention, rotary_text_blocks
 from multipos.vision.clip.upgrade import (
@@ -34,7 +44,6 @@ from multipos.vision.clip.upgrade import (
     LongTextTransformer,
     Method,
     TextContextSpec,
-    load_upgraded,
     read_spec,
     save_upgraded,
     text_context_spec,
@@ -52,11 +61,16 @@ __all__ = [
     "kps_stretch",
     "linear_stretch",
     "load_upgraded",
+    "open_clip_registered",
     "read_spec",
+    "register_open_clip",
     "rotary_text_blocks",
     "save_upgraded",
     "stretch_positional_table",
     "text_context_spec",
     "trim_tokens",
+    "unregister_open_clip",
     "upgrade_text_context",
 ]
+
+register_open_clip()

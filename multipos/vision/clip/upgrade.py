@@ -16,11 +16,9 @@ never changes an embedding (:func:`trim_tokens` drops it for speed).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -45,7 +43,7 @@ __all__ = [
     "LongTextTransformer",
     "Method",
     "TextContextSpec",
-    "load_upgraded",
+    "read_spec",
     "save_upgraded",
     "text_context_spec",
     "trim_tokens",
@@ -437,11 +435,12 @@ def save_upgraded(
     method, lengths, keep/stretch, rotary base, layout and scaling) and
     ``open_clip_pytorch_model.bin`` (the state dict).
 
-    ``"linear"``/``"kps"`` directories load with plain
-    ``open_clip.create_model("local-dir:DIR")`` (inputs padded to ``N``, as open_clip's
-    tokenizer does) or with :func:`load_upgraded` (any length ``1..N``). ``"rope"`` directories
-    need :func:`load_upgraded`, which re-installs the rotary attention from the stored spec; plain
-    open_clip builds an absolute-position tower and its strict load stops on the missing
+    With :mod:`multipos.vision.clip` imported, ``open_clip.create_model("local-dir:DIR")``
+    rebuilds the upgraded model for every method (see
+    :func:`~multipos.vision.clip.register_open_clip`), as does
+    :func:`~multipos.vision.clip.load_upgraded`. Without it, open_clip alone loads
+    ``"linear"``/``"kps"`` directories (inputs padded to ``N``) but not ``"rope"`` ones: it
+    builds an absolute-position tower and its strict load stops on the missing
     ``positional_embedding``.
 
     Args:
@@ -495,58 +494,3 @@ def read_spec(directory: str | Path) -> tuple[dict[str, Any], TextContextSpec | 
     config = json.loads(path.read_text())
     stored = config.get(SPEC_KEY, {}).get("text_context")
     return config, (TextContextSpec.from_dict(stored) if stored is not None else None)
-
-
-class _DropRandomInitWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
-    root = logging.getLogger()
-    flt = _DropRandomInitWarning()
-    root.addFilter(flt)
-    try:
-        yield
-    finally:
-        root.removeFilter(flt)
-
-
-def load_upgraded(
-    directory: str | Path,
-    *,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-) -> nn.Module:
-    """Load a directory written by :func:`save_upgraded` (any method), through open_clip.
-
-    The model is built by ``open_clip.create_model("local-dir:DIR")``, the stored
-    :class:`TextContextSpec` is re-installed (rotary attention with the saved base, layout and
-    scaling for ``"rope"``; variable-length ``encode_text`` for all), then the weights load
-    strictly with ``open_clip.load_checkpoint``. Nothing is downloaded.
-
-    Raises:
-        FileNotFoundError: If the config or the weights are missing.
-        ValueError: If the directory holds no multipos spec.
-    """
-    directory = Path(directory)
-    _, spec = read_spec(directory)
-    if spec is None:
-        raise ValueError(
-            f"{directory / CONFIG_NAME} has no '{SPEC_KEY}.text_context' entry; "
-            "load it with open_clip.create_model('local-dir:...') instead"
-        )
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"no weights file {WEIGHTS_NAME} in {directory}")
-    # The weights are loaded below, after the hook: open_clip's "initialized randomly" warning
-    # would be misleading here.
-    with _quiet_random_init_warning():
-        model = open_clip.create_model(
-            f"local-dir:{directory}", load_weights=False, device=device, precision=precision
-        )
-    _install(model, spec)
-    open_clip.load_checkpoint(model, str(weights), strict=True, device="cpu")
-    model.to(device)
-    return cast(nn.Module, model.eval())
