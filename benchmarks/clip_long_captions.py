@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 
-from multipos.vision.clip import upgrade_text_context
+from multipos.vision.clip import save_upgraded, upgrade_text_context
 from multipos.vision.clip.evaluation import (
     encode_images,
     encode_texts,
@@ -268,7 +269,7 @@ def main() -> None:
     info = DistInfo()
     for method in args.methods.split(","):
         t0 = time.perf_counter()
-        model = upgrade_text_context(copy.deepcopy(original), method, 248)  # type: ignore[arg-type]
+        model = upgrade_text_context(copy.deepcopy(original), method, 248)
         before = recall_at_1(model, test_sets, tok248)
         distill = distill_text_tower(
             original,
@@ -306,6 +307,12 @@ def main() -> None:
         )
         after = recall_at_1(model, test_sets, tok248)
         keep = short_caption_preservation(original, model, tok77(short_test))
+        # The trained model, saved and loaded back through open_clip's own factory.
+        with tempfile.TemporaryDirectory() as folder:
+            save_upgraded(model, folder, CFG)
+            reloaded = open_clip.create_model(f"local-dir:{folder}").eval()
+        reloaded_same = recall_at_1(reloaded, test_sets, tok248) == after
+        print(f"{method}: open_clip.create_model reload gives the same recall: {reloaded_same}")
         rows.append((method, before, distilled, after, keep, distill, finetune))
         print(
             f"{method}: distill loss {distill[0]:.3f}->{distill[-1]:.3f}, finetune loss "
@@ -319,6 +326,7 @@ def main() -> None:
             after["t2i_r1"],
             base["t2i_r1"],
             method=method,
+            reloaded_via_open_clip_same=reloaded_same,
         )
         emit(
             "clip_long_captions",
