@@ -88,7 +88,9 @@ def attention(
     where :math:`R` are the rotary rotations and :math:`s` is ``scale`` (default
     :math:`D^{-1/2}`). Without value terms this calls
     :func:`torch.nn.functional.scaled_dot_product_attention` (flash/efficient kernels when no
-    additive term is present); value terms need the probabilities and use the manual path.
+    additive term is present); value terms need the probabilities and use the manual path, as
+    does training on CPU with a learnable additive term and no user mask (same result, less
+    overhead than SDPA's unfused path).
     Contextual terms see q and k after rotation.
 
     Args:
@@ -150,7 +152,18 @@ def attention(
         total = _add(total, _mask_to_bias(allowed, q.dtype))
         is_causal = False
 
-    if not values:
+    # A learnable additive term (iRPE bias/contextual tables) keeps SDPA off its fused CPU
+    # kernel: it runs the same matmul-softmax-matmul plus a fully-masked-row check, measured
+    # ~10% slower forward+backward than the plain path below. Without a user mask no row is
+    # fully masked, so both give the same result.
+    plain_cpu_backward = (
+        q.device.type == "cpu"
+        and mask is None
+        and total is not None
+        and total.requires_grad
+        and torch.is_grad_enabled()
+    )
+    if not values and not plain_cpu_backward:
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=total, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )

@@ -43,6 +43,8 @@ class SchemeSpec:
         summary: One line saying what the module computes.
         tiny: Keyword arguments of a tiny configuration, used by the contract tests.
         sample_inputs: ``(module, generator) -> args`` building inputs for ``module(*args)``.
+            It may also draw random values into parameters that start at zero (iRPE tables),
+            so that the sample exercises every term; call it on throwaway modules.
         domain: ``"core"`` or the subpackage that registered it (``"vision"``, ``"graph"``...).
     """
 
@@ -110,7 +112,8 @@ def register_scheme(
         paper: The paper implemented (title, authors, year, arXiv id).
         summary: One line describing what the module computes.
         tiny: Keyword arguments of a tiny configuration for the contract tests.
-        sample_inputs: ``(module, generator) -> args`` for ``module(*args)``.
+        sample_inputs: ``(module, generator) -> args`` for ``module(*args)``; may fill
+            zero-initialised parameters with random values (see :class:`SchemeSpec`).
         domain: Which part of the library registered the scheme.
         overwrite: Replace an existing entry instead of raising.
 
