@@ -140,3 +140,31 @@ def contextual_bias_reference(q, table, ids):
 
 def _causal(n):
     return torch.zeros(n, n).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+
+
+def test_learnable_static_bias_training_matches_sdpa(qkv, generator) -> None:
+    """CPU training with a learnable bias takes the plain path: same output and gradients
+    (bias, q, k, v) as SDPA."""
+    q, k, v = (t.clone().requires_grad_() for t in qkv)
+    bias = torch.randn(1, 3, 6, 6, generator=generator, requires_grad=True)
+    out = attention(q, k, v, bias=bias)
+    grads = torch.autograd.grad(out.square().sum(), (bias, q, k, v))
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (bias, q, k, v))
+    torch.testing.assert_close(out, ref)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_fully_masked_row_under_training_matches_sdpa(qkv, generator) -> None:
+    """A user mask that blocks a whole row keeps SDPA's convention in training too."""
+    q, k, v = qkv
+    bias = torch.randn(1, 3, 6, 6, generator=generator, requires_grad=True)
+    mask = torch.ones(6, 6, dtype=torch.bool)
+    mask[2] = False
+    out = attention(q, k, v, bias=bias, mask=mask)
+    ref = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.masked_fill(~mask, float("-inf"))
+    )
+    torch.testing.assert_close(out, ref)
+    assert torch.isfinite(out).all()
