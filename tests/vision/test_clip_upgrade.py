@@ -413,6 +413,11 @@ def test_hook_passes_other_models_through(tmp_path) -> None:
     assert type(open_clip.create_model("multipos-test-tiny")) is open_clip.CLIP
     with pytest.raises(FileNotFoundError):
         open_clip.create_model(f"local-dir:{tmp_path / 'missing'}")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "open_clip_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="Could not load valid config"):  # open_clip's message
+        open_clip.create_model(f"local-dir:{broken}")
     register_open_clip()  # idempotent: still one wrapper around open_clip's function
     inner = open_clip.create_model.__multipos_original__
     assert not hasattr(inner, "__multipos_original__")

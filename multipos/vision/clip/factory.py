@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,7 +68,10 @@ def _upgraded_directory(model_name: Any) -> tuple[Path, TextContextSpec] | None:
     directory = Path(identifier)
     if not (directory / CONFIG_NAME).is_file():
         return None  # open_clip reports the missing config itself
-    _, spec = read_spec(directory)
+    try:
+        _, spec = read_spec(directory)
+    except json.JSONDecodeError:
+        return None  # likewise for a config that is not JSON
     return None if spec is None else (directory, spec)
 
 
