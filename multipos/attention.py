@@ -154,8 +154,8 @@ def attention(
 
     # A learnable additive term (iRPE bias/contextual tables) keeps SDPA off its fused CPU
     # kernel: it runs the same matmul-softmax-matmul plus a fully-masked-row check, measured
-    # 5-9% slower forward+backward than the plain path below (ViT-S layer, 1 and 2 threads). Without a user mask no row is
-    # fully masked, so both give the same result.
+    # 5-9% slower forward+backward than the plain path below (ViT-S layer, 1 and 2 threads).
+    # Without a user mask no row is fully masked, so both give the same result.
     plain_cpu_backward = (
         q.device.type == "cpu"
         and mask is None
