@@ -395,6 +395,35 @@ def test_hook_covers_open_clip_entry_points(tmp_path) -> None:
         open_clip.create_model(name)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_file_given_as_pretrained(method: str, tmp_path) -> None:
+    """pretrained=DIR/<weights> with a model name: refused where open_clip would build another
+    model (no rotary tower; a stretched table resized back to 77), accepted with
+    force_context_length=N for the stretched tables."""
+    cfg = tiny_cfg()
+    named = tmp_path / "configs" / f"multipos-test-{method}.json"
+    named.parent.mkdir()
+    named.write_text(json.dumps(cfg))
+    open_clip.add_model_config(named)
+    model = upgrade_text_context(build(cfg), method, N)
+    save_upgraded(model, tmp_path / "up", cfg)
+    weights = str(tmp_path / "up" / "open_clip_pytorch_model.bin")
+    with pytest.raises(ValueError, match="local-dir:"):
+        open_clip.create_model(f"multipos-test-{method}", pretrained=weights)
+    if method == "rope":
+        with pytest.raises(ValueError, match="local-dir:"):
+            open_clip.create_model(
+                f"multipos-test-{method}", pretrained=weights, force_context_length=N
+            )
+        return
+    plain = open_clip.create_model(
+        f"multipos-test-{method}", pretrained=weights, force_context_length=N
+    ).eval()
+    tokens = pad(caption(100, torch.Generator().manual_seed(3)), N)
+    with torch.no_grad():
+        assert torch.equal(plain.encode_text(tokens), model.encode_text(tokens))
+
+
 def test_hook_passes_other_models_through(tmp_path) -> None:
     """Directories without a multipos spec and built-in names reach open_clip unchanged."""
     cfg = tiny_cfg()
@@ -411,6 +440,10 @@ def test_hook_passes_other_models_through(tmp_path) -> None:
     named.write_text(json.dumps(cfg))
     open_clip.add_model_config(named)
     assert type(open_clip.create_model("multipos-test-tiny")) is open_clip.CLIP
+    weights = str(tmp_path / "open_clip_pytorch_model.bin")
+    same = open_clip.create_model("multipos-test-tiny", pretrained=weights).eval()
+    with torch.no_grad():
+        assert torch.equal(same.encode_text(tokens), original.encode_text(tokens))
     with pytest.raises(FileNotFoundError):
         open_clip.create_model(f"local-dir:{tmp_path / 'missing'}")
     broken = tmp_path / "broken"

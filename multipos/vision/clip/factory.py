@@ -8,7 +8,9 @@ wraps ``open_clip.create_model`` so that ``open_clip.create_model("local-dir:DIR
 directory carrying a multipos position spec: the model is built by open_clip from the stored
 ``model_cfg``, the spec is installed (rotary attention with the saved base, layout and scaling,
 or the stretched table, and variable-length ``encode_text``), and then the weights load
-strictly. Every other call goes to open_clip unchanged.
+strictly. Every other call goes to open_clip unchanged, except one that would silently build
+something else from an upgraded directory's weights file (``pretrained="DIR/..."`` with a
+built-in model name): that raises ``ValueError`` naming the ``local-dir:`` to use.
 
 The wrapper is installed on the ``open_clip`` and ``open_clip.factory`` module attributes, so a
 name bound earlier with ``from open_clip import create_model`` keeps open_clip's function; use
@@ -146,6 +148,31 @@ def _create_upgraded(
     return cast(nn.Module, model)
 
 
+def _check_pretrained_file(arguments: dict[str, Any]) -> None:
+    """Refuse ``pretrained=DIR/<weights>`` of an upgraded directory when open_clip would build
+    something else: it cannot build a rotary tower, and it would interpolate a stretched table
+    back to the config's length."""
+    pretrained = arguments.get("pretrained")
+    if not isinstance(pretrained, (str, Path)) or not Path(pretrained).is_file():
+        return
+    found = _upgraded_directory(f"local-dir:{Path(pretrained).parent}")
+    if found is None:
+        return
+    directory, spec = found
+    if spec.method != "rope" and arguments.get("force_context_length") == spec.context_length:
+        return  # open_clip builds the same stretched table
+    raise ValueError(
+        f"pretrained={str(pretrained)!r} holds a text tower upgraded by multipos "
+        f"(method {spec.method!r}, {spec.context_length} tokens); load it with "
+        f"open_clip.create_model('local-dir:{directory}')"
+        + (
+            ""
+            if spec.method == "rope"
+            else f" or pass force_context_length={spec.context_length}"
+        )
+    )
+
+
 def _bind(
     original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
@@ -160,7 +187,11 @@ def register_open_clip() -> None:
     multipos spec, other schemas and built-in names go to open_clip untouched. For an upgraded
     directory, ``load_weights=False`` gives the upgraded architecture with random weights;
     ``jit=True``, ``pretrained_image_path`` / ``pretrained_text_path`` and a
-    ``force_context_length`` other than the stored ``N`` raise ``ValueError``.
+    ``force_context_length`` other than the stored ``N`` raise ``ValueError``. The weights file
+    of an upgraded directory given as ``pretrained=`` to another model name raises
+    ``ValueError`` (naming the ``local-dir:`` to use) unless open_clip would rebuild the same
+    model: a ``"rope"`` tower it cannot build, and a stretched table it would resize to the
+    named config's length unless ``force_context_length=N``.
     """
     if open_clip_registered():
         return
@@ -171,6 +202,7 @@ def register_open_clip() -> None:
         arguments = _bind(original, args, kwargs)
         found = _upgraded_directory(arguments.get("model_name"))
         if found is None:
+            _check_pretrained_file(arguments)
             return original(*args, **kwargs)
         return _create_upgraded(original, *found, arguments)
 
