@@ -10,6 +10,9 @@ Example::
 ``--model`` is an open_clip model name or the path of a JSON model config; ``--pretrained`` a
 local checkpoint file or an open_clip tag (a tag is resolved by open_clip, which downloads it
 unless it is in open_clip's cache: only pass one when that is what you want).
+
+``DIR`` loads back with ``open_clip.create_model("local-dir:DIR")`` once
+``multipos.vision.clip`` is imported (any method, the rotary one included).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Upgrade the text tower of an open_clip CLIP model to a longer context "
         "(linear, Long-CLIP kps, TULIP rope), optionally distil and fine-tune it, and save a "
         "directory open_clip loads back.",
+        epilog="Load the result with open_clip.create_model('local-dir:DIR') after "
+        "'import multipos.vision.clip', or with multipos.vision.clip.load_upgraded(DIR).",
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="open_clip model name or JSON config path")
