@@ -32,7 +32,9 @@ from multipos.graph.magnetic import (
 __all__ = ["batched_laplacian_pe", "batched_magnetic_laplacian_pe"]
 
 
-def _unpack(item: Any, weight_attr: str | None) -> tuple[Any, Any, Any]:
+def unpack_graph(item: Any, weight_attr: str | None) -> tuple[Any, Any, Any]:
+    """``(edge_index, num_nodes, edge_weight)`` of a ``Data`` (no edges: an empty
+    ``edge_index``; weights from ``weight_attr`` if present) or of a graph tuple."""
     if isinstance(item, tuple):
         if len(item) not in (2, 3):
             raise ValueError(
@@ -71,7 +73,7 @@ def _simple(ei: Any, n: Any, w: Any) -> bool:
 
 def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> S.Stacked:
     """Validate and concatenate ``Data`` objects or ``(edge_index, num_nodes[, w])`` tuples."""
-    items = [_unpack(g, weight_attr) for g in graphs]
+    items = [unpack_graph(g, weight_attr) for g in graphs]
     if not items or not all(_simple(*it) for it in items):
         return S.stack([S.graph_arrays(*it) for it in items])
     sizes = np.asarray([it[1] for it in items], dtype=np.int64)

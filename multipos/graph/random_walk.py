@@ -77,6 +77,28 @@ def transition_matrix(
     return torch.from_numpy(_stochastic(a).toarray())
 
 
+def check_walk_options(
+    walk_length: object, direction: object, ppr_alpha: object, form: object
+) -> None:
+    """Validate the options of :func:`directional_random_walk_pe` (shared with its transform).
+
+    Raises:
+        TypeError: If ``walk_length`` is not an int or ``ppr_alpha`` not a float or None.
+        ValueError: If a value is out of range or not one of the choices.
+    """
+    if isinstance(walk_length, bool) or not isinstance(walk_length, int):
+        raise TypeError(f"walk_length must be a positive int, got {type(walk_length).__name__}")
+    if walk_length < 1:
+        raise ValueError(f"walk_length must be a positive int, got {walk_length}")
+    S.check_choice("direction", direction, DIRECTIONS)
+    S.check_choice("form", form, FORMS)
+    if ppr_alpha is not None:
+        if isinstance(ppr_alpha, bool) or not isinstance(ppr_alpha, (int, float)):
+            raise TypeError(f"ppr_alpha must be a float or None, got {type(ppr_alpha).__name__}")
+        if not 0.0 < float(ppr_alpha) <= 1.0:
+            raise ValueError(f"ppr_alpha must lie in (0, 1], got {ppr_alpha}")
+
+
 def directional_random_walk_pe(
     edge_index: Tensor,
     num_nodes: int | None = None,
@@ -118,17 +140,7 @@ def directional_random_walk_pe(
         ValueError: If a shape, index, weight or option is invalid, or the pairwise form is
             asked for more than 4,096 nodes.
     """
-    if isinstance(walk_length, bool) or not isinstance(walk_length, int):
-        raise TypeError(f"walk_length must be a positive int, got {type(walk_length).__name__}")
-    if walk_length < 1:
-        raise ValueError(f"walk_length must be a positive int, got {walk_length}")
-    S.check_choice("direction", direction, DIRECTIONS)
-    S.check_choice("form", form, FORMS)
-    if ppr_alpha is not None:
-        if isinstance(ppr_alpha, bool) or not isinstance(ppr_alpha, (int, float)):
-            raise TypeError(f"ppr_alpha must be a float or None, got {type(ppr_alpha).__name__}")
-        if not 0.0 < float(ppr_alpha) <= 1.0:
-            raise ValueError(f"ppr_alpha must lie in (0, 1], got {ppr_alpha}")
+    check_walk_options(walk_length, direction, ppr_alpha, form)
     g = S.graph_arrays(edge_index, num_nodes, edge_weight)
     n = g.num_nodes
     if n > DENSE_MAX_NODES and (form == "pairwise" or ppr_alpha is not None):

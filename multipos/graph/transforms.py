@@ -37,10 +37,14 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import to_dense_adj
 
 from multipos.graph import _spectral as S
-from multipos.graph.batched import batched_laplacian_pe, batched_magnetic_laplacian_pe
+from multipos.graph.batched import (
+    batched_laplacian_pe,
+    batched_magnetic_laplacian_pe,
+    unpack_graph,
+)
 from multipos.graph.laplacian import LaplacianPE, _check_common
 from multipos.graph.magnetic import MAGNETIC_SYMMETRIZE, MagneticLaplacianPE, _check_q
-from multipos.graph.random_walk import DIRECTIONS, FORMS, directional_random_walk_pe
+from multipos.graph.random_walk import check_walk_options, directional_random_walk_pe
 
 __all__ = [
     "AddDirectionalRandomWalkPE",
@@ -65,10 +69,6 @@ def _check_name(name: str, value: object, optional: bool = False) -> None:
         raise ValueError(f"{name} must be a Python identifier string, got {value!r}")
 
 
-def _opts(obj: object, names: Sequence[str]) -> str:
-    return ", ".join(f"{n}={getattr(obj, n)!r}" for n in names)
-
-
 def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     """Repeat each graph's ``x`` on its nodes, for all graphs in a few vectorised ops."""
     if len(xs) == 1:
@@ -79,16 +79,41 @@ def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     return torch.split(repeated, list(sizes))
 
 
-class _SpectralTransform(BaseTransform):  # type: ignore[misc]
-    """Shared plumbing of the eigenvector transforms: per-graph and batched application."""
+class _Transform(BaseTransform):  # type: ignore[misc]
+    """A transform whose ``repr`` lists its options (``_fields``)."""
 
     _fields: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
+        return f"{type(self).__name__}({options})"
+
+
+class _SpectralTransform(_Transform):
+    """Shared plumbing of the eigenvector transforms: per-graph and batched application."""
+
+    attr_prefix: str
 
     def _run(self, data_list: Sequence[Data]) -> Sequence[Any]:
         raise NotImplementedError
 
-    def _write(self, data_list: Sequence[Data], results: Sequence[Any]) -> list[Data]:
+    def _vectors(self, result: Any) -> dict[str, Tensor]:
+        """Per-node eigenvector attributes of one result, by name suffix."""
         raise NotImplementedError
+
+    def _write(self, data_list: Sequence[Data], results: Sequence[Any]) -> list[Data]:
+        """Set the vectors and the per-node eigenvalues and mask on each graph."""
+        vectors = [self._vectors(r) for r in results]
+        sizes = [next(iter(v.values())).shape[0] for v in vectors]
+        values = _per_node([r.values for r in results], sizes)
+        masks = _per_node([r.mask for r in results], sizes)
+        p = self.attr_prefix
+        for data, vecs, v, m in zip(data_list, vectors, values, masks, strict=True):
+            for suffix, tensor in vecs.items():
+                data[f"{p}_{suffix}"] = tensor
+            data[f"{p}_eigenvalues"] = v
+            data[f"{p}_mask"] = m
+        return list(data_list)
 
     def forward(self, data: Data) -> Data:
         data = _check_data(data)
@@ -101,9 +126,6 @@ class _SpectralTransform(BaseTransform):  # type: ignore[misc]
         """
         data_list = [copy.copy(_check_data(d)) for d in data_list]
         return self._write(data_list, self._run(data_list))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({_opts(self, self._fields)})"
 
 
 class AddLaplacianPE(_SpectralTransform):
@@ -175,16 +197,8 @@ class AddLaplacianPE(_SpectralTransform):
             weight_attr=self.weight_attr,
         )
 
-    def _write(self, data_list: Sequence[Data], results: Sequence[LaplacianPE]) -> list[Data]:
-        sizes = [r.vectors.shape[0] for r in results]
-        values = _per_node([r.values for r in results], sizes)
-        masks = _per_node([r.mask for r in results], sizes)
-        p = self.attr_prefix
-        for data, r, v, m in zip(data_list, results, values, masks, strict=True):
-            data[f"{p}_pe"] = r.vectors
-            data[f"{p}_eigenvalues"] = v
-            data[f"{p}_mask"] = m
-        return list(data_list)
+    def _vectors(self, result: LaplacianPE) -> dict[str, Tensor]:
+        return {"pe": result.vectors}
 
 
 class AddMagneticLaplacianPE(_SpectralTransform):
@@ -264,22 +278,11 @@ class AddMagneticLaplacianPE(_SpectralTransform):
             weight_attr=self.weight_attr,
         )
 
-    def _write(
-        self, data_list: Sequence[Data], results: Sequence[MagneticLaplacianPE]
-    ) -> list[Data]:
-        sizes = [r.real.shape[0] for r in results]
-        values = _per_node([r.values for r in results], sizes)
-        masks = _per_node([r.mask for r in results], sizes)
-        p = self.attr_prefix
-        for data, r, v, m in zip(data_list, results, values, masks, strict=True):
-            data[f"{p}_pe_real"] = r.real
-            data[f"{p}_pe_imag"] = r.imag
-            data[f"{p}_eigenvalues"] = v
-            data[f"{p}_mask"] = m
-        return list(data_list)
+    def _vectors(self, result: MagneticLaplacianPE) -> dict[str, Tensor]:
+        return {"pe_real": result.real, "pe_imag": result.imag}
 
 
-class AddDirectionalRandomWalkPE(BaseTransform):  # type: ignore[misc]
+class AddDirectionalRandomWalkPE(_Transform):
     r"""Add forward / reverse random-walk encodings (per node or per node pair) to ``data``.
 
     From "Transformers Meet Directed Graphs" (Geisler et al., 2023, arXiv:2302.00049); see
@@ -315,32 +318,17 @@ class AddDirectionalRandomWalkPE(BaseTransform):  # type: ignore[misc]
         weight_attr: str | None = "edge_weight",
         attr_prefix: str = "random_walk",
     ) -> None:
-        if isinstance(walk_length, bool) or not isinstance(walk_length, int):
-            raise TypeError(f"walk_length must be a positive int, got {walk_length!r}")
-        if walk_length < 1:
-            raise ValueError(f"walk_length must be a positive int, got {walk_length}")
-        S.check_choice("direction", direction, DIRECTIONS)
-        S.check_choice("form", form, FORMS)
-        if ppr_alpha is not None and (
-            isinstance(ppr_alpha, bool)
-            or not isinstance(ppr_alpha, (int, float))
-            or not 0.0 < ppr_alpha <= 1.0
-        ):
-            raise ValueError(f"ppr_alpha must be None or a float in (0, 1], got {ppr_alpha!r}")
+        check_walk_options(walk_length, direction, ppr_alpha, form)
         _check_name("weight_attr", weight_attr, optional=True)
         _check_name("attr_prefix", attr_prefix)
         self.walk_length, self.direction, self.ppr_alpha = walk_length, direction, ppr_alpha
         self.form, self.weight_attr, self.attr_prefix = form, weight_attr, attr_prefix
 
     def forward(self, data: Data) -> Data:
-        data = _check_data(data)
-        edge_index = data.edge_index
-        if edge_index is None:
-            edge_index = torch.zeros(2, 0, dtype=torch.long)
-        weight = getattr(data, self.weight_attr, None) if self.weight_attr else None
+        edge_index, num_nodes, weight = unpack_graph(_check_data(data), self.weight_attr)
         feats = directional_random_walk_pe(
             edge_index,
-            data.num_nodes,
+            num_nodes,
             self.walk_length,
             edge_weight=weight,
             direction=self.direction,  # type: ignore[arg-type]
@@ -356,9 +344,6 @@ class AddDirectionalRandomWalkPE(BaseTransform):  # type: ignore[misc]
             data[f"{p}_pair_index"] = index
             data[f"{p}_pair_attr"] = feats[index[0], index[1]]  # (M, F)
         return data
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({_opts(self, self._fields)})"
 
 
 def pairwise_to_dense(

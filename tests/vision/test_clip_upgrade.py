@@ -86,15 +86,6 @@ def pad(tokens: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(tokens, (0, length - tokens.shape[1]))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP contention (50x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(params=[False, True], ids=["CLIP", "CustomTextCLIP"])
 def cfg(request: pytest.FixtureRequest) -> dict:
     return tiny_cfg(custom_text=request.param)

@@ -60,21 +60,23 @@ def _original_create_model() -> Callable[..., Any]:
     return cast(Callable[..., Any], getattr(current, _ORIGINAL_ATTR, current))
 
 
-def _upgraded_directory(model_name: Any) -> tuple[Path, TextContextSpec] | None:
-    """``(dir, spec)`` if ``model_name`` is ``local-dir:DIR`` with a multipos spec, else None."""
+def _local_dir(model_name: Any) -> Path | None:
+    """``DIR`` of a ``local-dir:DIR`` model name, else None."""
     if not isinstance(model_name, str):
         return None
     schema, identifier = open_clip.factory.parse_model_name(model_name)
-    if schema != "local-dir":
-        return None
-    directory = Path(identifier)
+    return Path(identifier) if schema == "local-dir" else None
+
+
+def _stored_spec(directory: Path) -> TextContextSpec | None:
+    """The multipos spec saved in ``directory``, or None (no config, or none in it)."""
     if not (directory / CONFIG_NAME).is_file():
         return None  # open_clip reports the missing config itself
     try:
         _, spec = read_spec(directory)
     except json.JSONDecodeError:
         return None  # likewise for a config that is not JSON
-    return None if spec is None else (directory, spec)
+    return spec
 
 
 def _weights_file(directory: Path) -> Path:
@@ -155,21 +157,17 @@ def _check_pretrained_file(arguments: dict[str, Any]) -> None:
     pretrained = arguments.get("pretrained")
     if not isinstance(pretrained, (str, Path)) or not Path(pretrained).is_file():
         return
-    found = _upgraded_directory(f"local-dir:{Path(pretrained).parent}")
-    if found is None:
+    directory = Path(pretrained).parent
+    spec = _stored_spec(directory)
+    if spec is None:
         return
-    directory, spec = found
     if spec.method != "rope" and arguments.get("force_context_length") == spec.context_length:
         return  # open_clip builds the same stretched table
+    hint = "" if spec.method == "rope" else f" or pass force_context_length={spec.context_length}"
     raise ValueError(
         f"pretrained={str(pretrained)!r} holds a text tower upgraded by multipos "
         f"(method {spec.method!r}, {spec.context_length} tokens); load it with "
-        f"open_clip.create_model('local-dir:{directory}')"
-        + (
-            ""
-            if spec.method == "rope"
-            else f" or pass force_context_length={spec.context_length}"
-        )
+        f"open_clip.create_model('local-dir:{directory}'){hint}"
     )
 
 
@@ -200,11 +198,12 @@ def register_open_clip() -> None:
     @functools.wraps(original)
     def create_model(*args: Any, **kwargs: Any) -> Any:
         arguments = _bind(original, args, kwargs)
-        found = _upgraded_directory(arguments.get("model_name"))
-        if found is None:
+        directory = _local_dir(arguments.get("model_name"))
+        spec = _stored_spec(directory) if directory is not None else None
+        if directory is None or spec is None:
             _check_pretrained_file(arguments)
             return original(*args, **kwargs)
-        return _create_upgraded(original, *found, arguments)
+        return _create_upgraded(original, directory, spec, arguments)
 
     setattr(create_model, _ORIGINAL_ATTR, original)
     open_clip.factory.create_model = create_model

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from multipos.vision.clip.upgrade import text_context_spec, trim_tokens
+from multipos.vision.clip.upgrade import TextContextSpec, text_context_spec, trim_tokens
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -227,7 +227,6 @@ class StageConfig:
         grad_clip: Gradient-norm clip (``None``: off).
         seed: Seed of the batch order.
         checkpoint_every: Write a checkpoint every this many steps (0: only at the end).
-        workers: DataLoader worker processes.
     """
 
     epochs: int = 1
@@ -239,7 +238,6 @@ class StageConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     checkpoint_every: int = 100
-    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -252,10 +250,8 @@ class StageConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
 
-def _batch_indices(
-    num_items: int, config: StageConfig, info: DistInfo, step: int
-) -> tuple[int, list[int]]:
-    """Epoch and item indices of this rank's batch at global ``step``."""
+def _batch_indices(num_items: int, config: StageConfig, info: DistInfo, step: int) -> list[int]:
+    """Item indices of this rank's batch at global ``step``."""
     per_step = config.batch_size * info.world_size
     steps_per_epoch = max(1, num_items // per_step)
     epoch, within = divmod(step, steps_per_epoch)
@@ -265,7 +261,7 @@ def _batch_indices(
     repeats = math.ceil(steps_per_epoch * per_step / num_items)
     order = order.repeat(repeats)
     start = within * per_step + info.rank * config.batch_size
-    return epoch, order[start : start + config.batch_size].tolist()
+    return order[start : start + config.batch_size].tolist()
 
 
 def _total_steps(num_items: int, config: StageConfig, info: DistInfo) -> int:
@@ -327,6 +323,13 @@ class _TextFeatures(nn.Module):
         return cast(Tensor, cast(Any, self.model).encode_text(tokens))
 
 
+def _upgraded_spec(model: nn.Module, role: str) -> TextContextSpec:
+    spec = text_context_spec(model)
+    if spec is None:
+        raise ValueError(f"{role} must be upgraded with upgrade_text_context first")
+    return spec
+
+
 def _run_stage(
     *,
     stage: str,
@@ -335,13 +338,15 @@ def _run_stage(
     ddp_module: nn.Module,
     dataset: torch.utils.data.Dataset[Any],
     loss_of_batch: Callable[[nn.Module, Any], Tensor],
-    config: StageConfig,
+    config: StageConfig | None,
     info: DistInfo,
-    checkpoint: Path | None,
+    checkpoint: str | Path | None,
     resume: bool,
     progress: bool,
     extra_state: dict[str, Any],
 ) -> list[float]:
+    config = config or StageConfig()
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     device = next(model.parameters()).device
     params = _set_trainable(model, trainable)
     if not params:
@@ -400,7 +405,7 @@ def _run_stage(
     )
     model.train()
     while step < total:
-        _, indices = _batch_indices(num_items, config, info, step)
+        indices = _batch_indices(num_items, config, info, step)
         batch = torch.utils.data.default_collate([dataset[i] for i in indices])
         loss = loss_of_batch(wrapped, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -468,17 +473,14 @@ def distill_text_tower(
     Raises:
         ValueError: If ``student`` is not upgraded or the checkpoint belongs to another run.
     """
-    spec = text_context_spec(student)
-    if spec is None:
-        raise ValueError("student must be upgraded with upgrade_text_context first")
-    config = config or StageConfig()
+    spec = _upgraded_spec(student, "student")
     info = info or init_distributed()
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    device = next(student.parameters()).device
 
     def loss_of_batch(module: nn.Module, tokens: Tensor) -> Tensor:
-        device = next(student.parameters()).device
         tokens = trim_tokens(tokens.to(device))
         with torch.no_grad():
             target = cast(Any, teacher).encode_text(tokens)
@@ -493,7 +495,7 @@ def distill_text_tower(
         loss_of_batch=loss_of_batch,
         config=config,
         info=info,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        checkpoint=checkpoint,
         resume=resume,
         progress=progress,
         extra_state={"spec": spec.to_dict()},
@@ -545,10 +547,7 @@ def finetune_long_captions(
     Raises:
         ValueError: If ``model`` is not upgraded or the checkpoint belongs to another run.
     """
-    spec = text_context_spec(model)
-    if spec is None:
-        raise ValueError("model must be upgraded with upgrade_text_context first")
-    config = config or StageConfig()
+    spec = _upgraded_spec(model, "model")
     info = info or init_distributed()
     if isinstance(pairs, torch.utils.data.Dataset):
         dataset = pairs
@@ -561,9 +560,9 @@ def finetune_long_captions(
     if not lock_image:
         trainable += [n for n, _ in model.named_parameters() if n.startswith("visual.")]
     loss_fn = open_clip.ClipLoss(rank=info.rank, world_size=info.world_size)
+    device = next(model.parameters()).device
 
     def loss_of_batch(module: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-        device = next(model.parameters()).device
         images, tokens = batch
         out = module(images.to(device), trim_tokens(tokens.to(device)))
         image_features, text_features, logit_scale = out[0], out[1], out[2]
@@ -578,7 +577,7 @@ def finetune_long_captions(
         loss_of_batch=loss_of_batch,
         config=config,
         info=info,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        checkpoint=checkpoint,
         resume=resume,
         progress=progress,
         extra_state={"spec": spec.to_dict(), "lock_image": lock_image},

@@ -202,16 +202,21 @@ def trim_tokens(text: Tensor, pad_id: int = 0) -> Tensor:
     return text[:, :length]
 
 
-def _encode(tower: Any, text: Tensor, spec: TextContextSpec) -> Tensor:
-    """Token ids ``(B, L)`` -> pooled, projected features ``(B, E)`` of a flattened CLIP."""
-    _check_tokens(text, spec.context_length)
+def _embed(tower: Any, text: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Token ids ``(B, L)``, ``1 <= L <= N`` -> token embeddings (plus the table's first
+    ``L`` rows, if any) and the causal mask sliced to ``L`` (``None`` for rotary towers)."""
+    _check_tokens(text, tower.text_context_spec.context_length)
     length = text.shape[1]
-    cast_dtype = tower.transformer.get_cast_dtype()
-    x = tower.token_embedding(text).to(cast_dtype)
-    table = tower.positional_embedding
-    if table is not None:
-        x = x + table[:length].to(cast_dtype)
+    x = tower.token_embedding(text).to(tower.transformer.get_cast_dtype())
+    if tower.positional_embedding is not None:
+        x = x + tower.positional_embedding[:length].to(x.dtype)
     mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
+    return x, mask
+
+
+def _encode(tower: Any, text: Tensor) -> Tensor:
+    """Token ids ``(B, L)`` -> pooled, projected features ``(B, E)`` of a flattened CLIP."""
+    x, mask = _embed(tower, text)
     x = tower.transformer(x, attn_mask=mask)
     x = tower.ln_final(x)
     x = text_global_pool(x, text, _pool_type(tower), eos_token_id=tower.text_eos_id)
@@ -230,7 +235,7 @@ class LongTextCLIP(CLIP):  # type: ignore[misc]
     text_context_spec: TextContextSpec
 
     def encode_text(self, text: Tensor, normalize: bool = False) -> Tensor:
-        x = _encode(self, text, self.text_context_spec)
+        x = _encode(self, text)
         return F.normalize(x, dim=-1) if normalize else x
 
     def forward_intermediates(  # type: ignore[no-untyped-def]
@@ -255,12 +260,7 @@ class LongTextCLIP(CLIP):  # type: ignore[misc]
             **kwargs,
         )
         if text is not None:
-            _check_tokens(text, self.text_context_spec.context_length)
-            length = text.shape[1]
-            x = self.token_embedding(text).to(self.transformer.get_cast_dtype())
-            if self.positional_embedding is not None:
-                x = x + self.positional_embedding[:length].to(x.dtype)
-            mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+            x, mask = _embed(self, text)
             _, blocks = self.transformer.forward_intermediates(
                 x, attn_mask=mask, indices=text_indices
             )
@@ -297,13 +297,7 @@ class LongTextTransformer(TextTransformer):  # type: ignore[misc]
     text_context_spec: TextContextSpec
 
     def _embeds(self, text: Tensor) -> tuple[Tensor, Tensor | None]:
-        _check_tokens(text, self.text_context_spec.context_length)
-        length = text.shape[1]
-        x = self.token_embedding(text).to(self.transformer.get_cast_dtype())
-        if self.positional_embedding is not None:
-            x = x + self.positional_embedding[:length].to(x.dtype)
-        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
-        return x, mask
+        return _embed(self, text)
 
 
 # --------------------------------------------------------------------------------- upgrading
