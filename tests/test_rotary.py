@@ -290,3 +290,21 @@ def test_interleaved_fast_path_equals_real_formula_with_gradients(rot) -> None:
     (g_fast,) = torch.autograd.grad((fast * weight).sum(), x)
     (g_slow,) = torch.autograd.grad((slow * weight).sum(), x)
     torch.testing.assert_close(g_fast, g_slow)
+
+
+@pytest.mark.parametrize(
+    "shape, channels",
+    [((2, 3, 5, 18), slice(1, 17)), ((2, 5, 17), slice(0, 17))],
+    ids=["odd-offset", "odd-stride"],
+)
+def test_interleaved_on_unaligned_views(shape, channels) -> None:
+    """Views whose pairs are not aligned for a complex view (odd storage offset, odd row
+    stride) take the real-valued formula instead of failing."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(shape, generator=g)[..., channels]
+    rot = 16
+    cos, sin = RotaryEmbedding(rot, layout="interleaved")(torch.rand(x.shape[-2], generator=g))
+    out = apply_rotary(x, cos, sin, "interleaved")
+    head = x[..., :rot]
+    expected = torch.cat((head * cos + rotate_pairs(head, "interleaved") * sin, x[..., rot:]), -1)
+    torch.testing.assert_close(out, expected)
