@@ -50,14 +50,15 @@ def rotate_pairs(x: Tensor, layout: Layout = "half") -> Tensor:
 def _complex_ok(x: Tensor, cos: Tensor, sin: Tensor) -> bool:
     # Complex views exist for float32/float64 only, and need pairs aligned in memory: unit
     # last stride, even other strides and offset. Compilers get the real-valued form.
-    return (
+    if torch.compiler.is_compiling():
+        return False
+    return bool(
         x.dtype in (torch.float32, torch.float64)
         and cos.dtype == x.dtype
         and sin.dtype == x.dtype
         and x.stride(-1) == 1
         and x.storage_offset() % 2 == 0
         and all(stride % 2 == 0 for stride in x.stride()[:-1])
-        and not torch.compiler.is_compiling()
     )
 
 
