@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 from multipos.bias import IRPE_METHODS, IRPE_MODES, IRPEMethod, IRPEMode
 from multipos.frequencies import FrequencyScaling
+from multipos.vision.peg import PEG_INITS, PEGInit
 
 __all__ = [
     "IRPEConfig",
@@ -21,7 +22,8 @@ __all__ = [
 
 SchemeName = Literal["ape", "irpe", "peg", "lff", "rope_axial", "rope_mixed", "none"]
 SCHEME_NAMES: tuple[str, ...] = get_args(SchemeName)
-InitName = Literal["default", "zero"]
+# PEG and LFF offer the same two initialisations of their new parameters.
+InitName = PEGInit
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class LFFConfig:
     gamma: float = 0.1
     coords: Literal["unit", "reference"] = "unit"
     init: InitName = "default"
+
+    def __post_init__(self) -> None:
+        if self.init not in PEG_INITS:
+            raise ValueError(f"lff init must be one of {PEG_INITS}, got {self.init!r}")
+        if self.coords not in ("unit", "reference"):
+            raise ValueError(f"lff coords must be 'unit' or 'reference', got {self.coords!r}")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ from multipos.vision.config import VisionSchemes
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
 
-__all__ = ["MultiposAttention", "MultiposBlock", "VisionPositionContext"]
+__all__ = [
+    "BlockModules",
+    "MultiposAttention",
+    "MultiposBlock",
+    "VisionPositionContext",
+    "build_block_modules",
+]
 
 
 @dataclass(frozen=True)
@@ -41,52 +47,12 @@ class MultiposAttention(Attention):
     """timm ``Attention`` that applies RoPE (axial or mixed) and iRPE through
     :func:`multipos.attention`; parameter names are timm's, so timm weights load as they are.
 
-    Built by :meth:`convert` from an existing ``Attention`` (class swap plus new submodules),
-    which is how both ``timm.create_model`` and retrofitting install it.
+    Installed by :meth:`MultiposBlock.install` on an existing ``Attention`` (class swap plus
+    new submodules), which is how both ``timm.create_model`` and retrofitting install it.
     """
 
     irpe: IRPE | None
     rope_mixed: MixedRotaryEmbedding | None
-
-    @classmethod
-    def convert(
-        cls,
-        attn: Attention,
-        schemes: VisionSchemes,
-        num_prefix_tokens: int,
-        generator: torch.Generator | None = None,
-    ) -> MultiposAttention:
-        if type(attn) not in (Attention, cls):
-            raise TypeError(
-                f"can only convert timm.layers.Attention, got {type(attn).__name__}; "
-                "custom attention layers need their own adapter"
-            )
-        attn.__class__ = cls
-        out = cast(MultiposAttention, attn)
-        ref: Tensor = out.qkv.weight
-        out.irpe = None
-        out.rope_mixed = None
-        if schemes.irpe is not None:
-            c = schemes.irpe
-            out.irpe = IRPE(
-                out.num_heads,
-                out.head_dim,
-                method=c.method,
-                mode=c.mode,
-                on=c.on,
-                ratio=c.ratio,
-                shared_heads=c.shared_heads,
-                num_prefix_tokens=num_prefix_tokens,
-            ).to(device=ref.device, dtype=ref.dtype)
-        if schemes.rope_mixed is not None:
-            out.rope_mixed = MixedRotaryEmbedding(
-                out.head_dim,
-                out.num_heads,
-                base=schemes.rope_mixed.base,
-                generator=generator,
-                device=ref.device,
-            ).to(dtype=ref.dtype)
-        return out
 
     def forward(
         self,
@@ -144,6 +110,73 @@ class MultiposAttention(Attention):
         return result
 
 
+@dataclass(frozen=True)
+class BlockModules:
+    """The new position submodules of one block: iRPE and RoPE-Mixed (in its attention) and a
+    PEG (after it); ``None`` where the scheme is not used."""
+
+    irpe: IRPE | None = None
+    rope_mixed: MixedRotaryEmbedding | None = None
+    peg: PositionalEncodingGenerator | None = None
+
+
+def build_block_modules(
+    block: Block,
+    schemes: VisionSchemes,
+    index: int,
+    num_prefix_tokens: int,
+    generator: torch.Generator | None = None,
+) -> BlockModules:
+    """Build (and so validate) the position submodules of block ``index`` without changing
+    the block; :meth:`MultiposBlock.install` attaches them.
+
+    Raises:
+        TypeError: If ``block`` is not timm's ``Block`` with timm's ``Attention``.
+        ValueError: If an option does not fit this block (e.g. RoPE-Mixed on a head width not
+            divisible by 4).
+    """
+    if type(block) not in (Block, MultiposBlock):
+        raise TypeError(
+            f"can only convert timm's vision_transformer.Block, got {type(block).__name__}"
+        )
+    attn: Any = block.attn
+    if type(attn) not in (Attention, MultiposAttention):
+        raise TypeError(
+            f"can only convert timm.layers.Attention, got {type(attn).__name__}; "
+            "custom attention layers need their own adapter"
+        )
+    ref: Tensor = attn.qkv.weight
+    irpe = rope_mixed = peg = None
+    if schemes.irpe is not None:
+        c = schemes.irpe
+        irpe = IRPE(
+            attn.num_heads,
+            attn.head_dim,
+            method=c.method,
+            mode=c.mode,
+            on=c.on,
+            ratio=c.ratio,
+            shared_heads=c.shared_heads,
+            num_prefix_tokens=num_prefix_tokens,
+        ).to(device=ref.device, dtype=ref.dtype)
+    if schemes.rope_mixed is not None:
+        rope_mixed = MixedRotaryEmbedding(
+            attn.head_dim,
+            attn.num_heads,
+            base=schemes.rope_mixed.base,
+            generator=generator,
+            device=ref.device,
+        ).to(dtype=ref.dtype)
+    if schemes.peg is not None and index in schemes.peg.blocks:
+        peg = PositionalEncodingGenerator(
+            ref.shape[1],
+            kernel_size=schemes.peg.kernel_size,
+            init=schemes.peg.init,
+            device=ref.device,
+        ).to(dtype=ref.dtype)
+    return BlockModules(irpe, rope_mixed, peg)
+
+
 class MultiposBlock(Block):
     """timm ``Block`` that hands the position context to its attention and applies a PEG
     after itself when configured (CPVT places the PEG after a block)."""
@@ -151,30 +184,15 @@ class MultiposBlock(Block):
     peg: PositionalEncodingGenerator | None
 
     @classmethod
-    def convert(
-        cls,
-        block: Block,
-        schemes: VisionSchemes,
-        index: int,
-        num_prefix_tokens: int,
-        generator: torch.Generator | None = None,
-    ) -> MultiposBlock:
-        if type(block) not in (Block, cls):
-            raise TypeError(
-                f"can only convert timm's vision_transformer.Block, got {type(block).__name__}"
-            )
+    def install(cls, block: Block, modules: BlockModules) -> MultiposBlock:
+        """Swap ``block`` (and its attention) to the multipos classes and attach ``modules``
+        (from :func:`build_block_modules`, which has checked the block's types)."""
         block.__class__ = cls
         out = cast(MultiposBlock, block)
-        attn = MultiposAttention.convert(cast(Any, out.attn), schemes, num_prefix_tokens, generator)
-        out.peg = None
-        if schemes.peg is not None and index in schemes.peg.blocks:
-            ref: Tensor = attn.qkv.weight
-            out.peg = PositionalEncodingGenerator(
-                ref.shape[1],
-                kernel_size=schemes.peg.kernel_size,
-                init=schemes.peg.init,
-                device=ref.device,
-            ).to(dtype=ref.dtype)
+        out.attn.__class__ = MultiposAttention
+        attn = cast(MultiposAttention, out.attn)
+        attn.irpe, attn.rope_mixed = modules.irpe, modules.rope_mixed
+        out.peg = modules.peg
         return out
 
     def forward(

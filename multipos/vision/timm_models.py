@@ -13,6 +13,7 @@ handed to every block; ``forward_intermediates`` and ``features_only`` keep the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -27,9 +28,24 @@ from multipos.fourier import LearnableFourierFeatures
 from multipos.positions import build_grid_positions
 from multipos.rotary import RotaryEmbedding
 from multipos.vision.config import VisionSchemes
-from multipos.vision.layers import MultiposBlock, VisionPositionContext
+from multipos.vision.layers import (
+    BlockModules,
+    MultiposBlock,
+    VisionPositionContext,
+    build_block_modules,
+)
 
 __all__ = ["MultiposVisionTransformer", "apply_scheme"]
+
+
+@dataclass(frozen=True)
+class _NewModules:
+    """Validated schemes and the submodules they add, built before a model is changed."""
+
+    schemes: VisionSchemes
+    lff: LearnableFourierFeatures | None
+    rope: RotaryEmbedding | None
+    blocks: list[BlockModules]
 
 
 class MultiposVisionMixin:
@@ -61,15 +77,17 @@ class MultiposVisionMixin:
             if not 0 <= i < len(self.blocks):
                 raise ValueError(f"peg block index {i} out of range for {len(self.blocks)} blocks")
 
-    def _install_schemes(self, schemes: VisionSchemes, generator: torch.Generator | None) -> None:
-        self._check_schemes(schemes)
-        self.pos_schemes = schemes
+    def _build_schemes(
+        self, schemes: VisionSchemes, generator: torch.Generator | None
+    ) -> _NewModules:
+        """Check ``schemes`` against this model and build every new submodule (their own
+        checks run here), changing nothing yet."""
+        MultiposVisionMixin._check_schemes(self, schemes)  # also on a model not yet converted
         ref = self.patch_embed.proj.weight
-        self.lff = None
-        self.rope = None
+        lff = rope = None
         if schemes.lff is not None:
             c = schemes.lff
-            self.lff = LearnableFourierFeatures(
+            lff = LearnableFourierFeatures(
                 2,
                 ref.shape[0],
                 num_features=c.num_features,
@@ -79,22 +97,30 @@ class MultiposVisionMixin:
                 device=ref.device,
             ).to(dtype=ref.dtype)
             if c.init == "zero":
-                last = self.lff.mlp[-1]
+                last = lff.mlp[-1]
                 assert isinstance(last, torch.nn.Linear)
                 torch.nn.init.zeros_(last.weight)
                 torch.nn.init.zeros_(last.bias)
         if schemes.rope_axial is not None:
-            head_dim = self.blocks[0].attn.head_dim
-            self.rope = RotaryEmbedding(
-                head_dim,
+            rope = RotaryEmbedding(
+                self.blocks[0].attn.head_dim,
                 num_axes=2,
                 base=schemes.rope_axial.base,
                 layout="interleaved",
                 scaling=schemes.rope_axial.scaling,
                 device=ref.device,
             )
-        for i, block in enumerate(self.blocks):
-            MultiposBlock.convert(block, schemes, i, self.num_prefix_tokens, generator)
+        blocks = [
+            build_block_modules(block, schemes, i, self.num_prefix_tokens, generator)
+            for i, block in enumerate(self.blocks)
+        ]
+        return _NewModules(schemes, lff, rope, blocks)
+
+    def _install_schemes(self, new: _NewModules) -> None:
+        self.pos_schemes = new.schemes
+        self.lff, self.rope = new.lff, new.rope
+        for block, modules in zip(self.blocks, new.blocks, strict=True):
+            MultiposBlock.install(block, modules)
 
     def position_context(
         self, grid: tuple[int, int], device: torch.device
@@ -254,7 +280,7 @@ class MultiposVisionTransformer(MultiposVisionMixin, VisionTransformer):
             )
         kwargs["pos_embed"] = given
         super().__init__(*args, **kwargs)
-        self._install_schemes(schemes, generator)
+        self._install_schemes(self._build_schemes(schemes, generator))
 
 
 _MIXIN_CLASSES: dict[type, type] = {}
@@ -308,12 +334,13 @@ def apply_scheme(
     if "ape" in names:
         raise ValueError("'ape' cannot be retrofitted; the model's own table is kept (ape='keep')")
     schemes = VisionSchemes.parse(names, cfg, retrofit=True)
-    MultiposVisionMixin._check_schemes(model, schemes)  # type: ignore[arg-type]
+    # Everything that can fail happens before the model is changed.
+    new = MultiposVisionMixin._build_schemes(model, schemes, generator)  # type: ignore[arg-type]
     if ape == "drop":
         model.pos_embed = None
     model.__class__ = _retrofit_class(type(model))
     assert isinstance(model, MultiposVisionMixin)
-    model._install_schemes(schemes, generator)
+    model._install_schemes(new)
     return model
 
 

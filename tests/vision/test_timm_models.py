@@ -7,6 +7,7 @@ import pytest
 timm = pytest.importorskip("timm", reason="needs the [vision] extra (timm)")
 
 import torch  # noqa: E402
+from timm.layers.attention import Attention  # noqa: E402
 
 import multipos.vision as mv  # noqa: E402
 from multipos.vision.layers import MultiposAttention, MultiposBlock  # noqa: E402
@@ -54,9 +55,7 @@ def test_forward_backward_two_resolutions_one_non_square(scheme) -> None:
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
 def test_features_only_equals_forward_intermediates(scheme) -> None:
-    torch.manual_seed(0)
     model = _model(scheme).eval()
-    torch.manual_seed(0)
     feats = timm.create_model(
         "vit_tiny_patch16_multipos_224",
         pos_scheme=scheme,
@@ -64,7 +63,9 @@ def test_features_only_equals_forward_intermediates(scheme) -> None:
         out_indices=(0, 2),
         **TINY,
     ).eval()
-    feats.load_state_dict(model.state_dict(), strict=False)
+    # features_only wraps the model (keys prefixed "model.") and drops its head.
+    loaded = feats.model.load_state_dict(model.state_dict(), strict=False)
+    assert not loaded.missing_keys
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
@@ -218,6 +219,8 @@ def test_retrofit_errors() -> None:
         ({"pos_scheme": "peg", "pos_cfg": {"peg": {"blocks": [7]}}}, ValueError, "out of range"),
         ({"pos_scheme": "rope_axial", "pos_embed": "learn"}, ValueError, "contradicts"),
         ({"pos_scheme": "irpe", "patch_drop_rate": 0.5}, ValueError, "patch dropout"),
+        ({"pos_scheme": "lff", "pos_cfg": {"lff": {"init": "zeros"}}}, ValueError, "lff init"),
+        ({"pos_scheme": "lff", "pos_cfg": {"lff": {"coords": "abs"}}}, ValueError, "coords"),
     ],
 )
 def test_bad_configurations(kwargs, error, message) -> None:
@@ -283,6 +286,16 @@ def test_failed_retrofit_leaves_the_model_untouched() -> None:
     with pytest.raises(ValueError, match="out of range"):
         mv.apply_scheme(model, "peg", peg={"blocks": [9]})
     assert type(model) is cls and not any("peg" in k for k in model.state_dict())
+    # Errors raised by the new modules' own checks also come before any change.
+    with pytest.raises(ValueError, match="subset of 'qkv'"):
+        mv.apply_scheme(model, ["irpe", "lff"], ape="drop", irpe={"on": "kx"})
+    assert type(model) is cls and set(model.state_dict()) == keys
+    assert model.pos_embed is not None and type(model.blocks[0].attn) is Attention
+    odd = timm.create_model("vit_tiny_patch16_224", **{**TINY, "embed_dim": 36, "num_heads": 2})
+    odd_keys = set(odd.state_dict())
+    with pytest.raises(ValueError, match="divisible by 4"):
+        mv.apply_scheme(odd, "rope_mixed", ape="drop")
+    assert type(odd) is cls and set(odd.state_dict()) == odd_keys and odd.pos_embed is not None
 
 
 def test_lff_coordinates() -> None:
