@@ -112,13 +112,12 @@ for _name, _factory, _paper, _summary, _tiny, _inputs in (
         _random_walk_inputs,
     ),
 ):
-    if _name not in multipos.list_schemes():
-        multipos.register_scheme(
-            _name,
-            _factory,
-            paper=_paper,
-            summary=_summary,
-            tiny=_tiny,
-            sample_inputs=_inputs,
-            domain="graph",
-        )
+    multipos.register_scheme(
+        _name,
+        _factory,
+        paper=_paper,
+        summary=_summary,
+        tiny=_tiny,
+        sample_inputs=_inputs,
+        domain="graph",
+    )

@@ -47,11 +47,11 @@ TRIVIAL: tuple[str, ...] = ("drop", "keep")
 SOLVERS: tuple[str, ...] = ("auto", "dense", "arpack", "lobpcg")
 Q_MODES: tuple[str, ...] = ("absolute", "relative")
 
-#: ``solver="auto"`` uses the dense solver up to this many nodes and ARPACK above
-#: (measured: see ``benchmarks/graph_pe.py`` and docs/graph.md).
+#: ``solver="auto"`` uses the dense solver up to this many nodes and ARPACK above (a chosen
+#: threshold; no script here measures the crossover).
 DENSE_MAX_NODES = 2000
 #: Graphs up to this size go through batched ``torch.linalg.eigh``; larger dense problems use
-#: LAPACK's subset solver (``scipy.linalg.eigh(subset_by_index=...)``), which is faster there.
+#: LAPACK's subset solver (``scipy.linalg.eigh(subset_by_index=...)``); a chosen threshold.
 BATCHED_MAX_NODES = 96
 #: Absolute tolerance (eigenvectors have unit norm) under which two magnitudes tie.
 TIE_TOL = 1e-8

@@ -49,7 +49,10 @@ def test_magnetic_encoder_sign_invariant() -> None:
 
 def test_random_walk_bias_shape() -> None:
     bias = RandomWalkBias(num_features=4, num_heads=3)
-    assert bias(torch.rand(2, 5, 5, 4)).shape == (2, 3, 5, 5)
+    x = torch.rand(2, 5, 5, 4)
+    assert bias(x).shape == (2, 3, 5, 5)
+    # pair (u, v) = (1, 2) of graph 0 lands at [0, :, 1, 2] (not transposed)
+    torch.testing.assert_close(bias(x)[0, :, 1, 2], bias.mlp(x[0, 1, 2]))
     with pytest.raises(ValueError, match="F=4"):
         bias(torch.rand(2, 5, 5, 3))
     with pytest.raises(ValueError, match="positive"):

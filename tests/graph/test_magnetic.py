@@ -175,6 +175,9 @@ def test_batched_matches_single() -> None:
     for (ei, n), r in zip(graphs, many, strict=True):
         one = magnetic_laplacian_pe(ei, n, k=4, q=[0.0, 0.2])
         torch.testing.assert_close(r.real, one.real, atol=1e-6, rtol=0)
+        torch.testing.assert_close(r.imag, one.imag, atol=1e-6, rtol=0)
+        torch.testing.assert_close(r.values, one.values, atol=1e-6, rtol=0)
+        assert torch.equal(r.mask, one.mask)
         assert r.real.shape == (n, 2, 4) and r.values.shape == (2, 4)
 
 

@@ -13,6 +13,7 @@ from multipos.graph import (
     AddDirectionalRandomWalkPE,
     AddLaplacianPE,
     AddMagneticLaplacianPE,
+    directional_random_walk_pe,
     laplacian_pe,
     pairwise_to_dense,
 )
@@ -53,6 +54,10 @@ def test_compose_and_dataloader() -> None:
     torch.testing.assert_close(
         dense[3],
         pairwise_to_dense(data[3].rw_pair_index, data[3].rw_pair_attr, max_num_nodes=14)[0],
+    )
+    # and they are the pairwise random-walk features of the graph, (u, v) not transposed
+    torch.testing.assert_close(
+        dense[3], directional_random_walk_pe(data[3].edge_index, 14, 2, form="pairwise")
     )
     first = data[1]
     ref = laplacian_pe(first.edge_index, first.num_nodes, k=4)

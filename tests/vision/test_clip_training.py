@@ -201,8 +201,12 @@ def test_retrieval_recall_counts_ranks() -> None:
     text[0] = torch.tensor([0.6, 0.8, 0.0, 0.0])
     out = retrieval_recall(eye, text, ks=(1, 2))
     assert out["t2i_r1"] == 75.0 and out["t2i_r2"] == 100.0
-    # Image 1 now ties between text 0 (0.8) and ... its own text (1.0): still rank 1.
+    # Image 1 scores text 0 at 0.8, below its own text (1.0): still rank 1.
     assert out["i2t_r1"] == 100.0
+    # A tie counts against the pair: text 0 equally close to images 0 and 1.
+    text[0] = torch.tensor([1.0, 1.0, 0.0, 0.0]) / 2**0.5
+    tied = retrieval_recall(eye, text, ks=(1, 2))
+    assert tied["t2i_r1"] == 75.0 and tied["t2i_r2"] == 100.0
     with pytest.raises(ValueError, match="paired"):
         retrieval_recall(eye, eye[:3])
 

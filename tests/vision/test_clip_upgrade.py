@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from multipos import apply_rotary  # noqa: E402
 from multipos.vision.clip import (  # noqa: E402
     RotaryAttention,
     TextContextSpec,
@@ -263,9 +264,20 @@ def test_rotary_attention_matches_source_at_position_zero() -> None:
 
 
 def test_rope_scores_depend_on_relative_position_only() -> None:
-    """Repeating one token: with RoPE, query i attending to key j sees only i - j, so a
-    constant sequence gives the same output at a position whatever the sequence's length."""
+    """The installed rotation makes the score of query i and key j a function of i - j only
+    (fixed q and k at every position give a Toeplitz score matrix); and, with the causal mask,
+    a position's output does not depend on how long the sequence is."""
     model = upgrade_text_context(build(tiny_cfg()), "rope", N)
+    attn = model.transformer.resblocks[0].attn
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 1, attn.head_dim, generator=g)
+    cos, sin = attn.rotary(torch.arange(40.0), length=N, dtype=torch.float32)
+    scores = apply_rotary(q.expand(40, -1), cos, sin, attn.rotary.layout) @ apply_rotary(
+        k.expand(40, -1), cos, sin, attn.rotary.layout
+    ).T
+    for shift in (1, 7, 25):
+        torch.testing.assert_close(scores[shift:, shift:], scores[:-shift, :-shift])
+    assert not torch.allclose(scores[0, 1], scores[0, 2])  # and it does depend on i - j
     tokens = torch.full((1, 60), 320)
     with torch.no_grad():
         x = model.token_embedding(tokens)
@@ -355,6 +367,7 @@ def test_hook_covers_open_clip_entry_points(tmp_path) -> None:
         assert torch.equal(loaded.eval().encode_text(tokens), expected)
         # The factory module's name (used by open_clip internally) is wrapped too.
         assert open_clip.factory.create_model is open_clip.create_model
+        assert hasattr(open_clip.factory.create_model, "__multipos_original__")
         # positional arguments bind like open_clip's own signature
         assert torch.equal(
             open_clip.create_model(name, None, True, "fp32", "cpu").eval().encode_text(tokens),

@@ -24,6 +24,7 @@ so a resumed run sees the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -250,16 +251,21 @@ class StageConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
 
+@functools.lru_cache(maxsize=1)
+def _epoch_order(num_items: int, seed: int, repeats: int) -> Tensor:
+    """The permutation of one epoch (seeded by ``seed``), repeated; built once per epoch."""
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
+    return order.repeat(repeats)
+
+
 def _batch_indices(num_items: int, config: StageConfig, info: DistInfo, step: int) -> list[int]:
     """Item indices of this rank's batch at global ``step``."""
     per_step = config.batch_size * info.world_size
     steps_per_epoch = max(1, num_items // per_step)
     epoch, within = divmod(step, steps_per_epoch)
-    generator = torch.Generator().manual_seed(config.seed + epoch)
-    order = torch.randperm(num_items, generator=generator)
     # Small data: repeat the permutation so every rank always gets a full batch.
     repeats = math.ceil(steps_per_epoch * per_step / num_items)
-    order = order.repeat(repeats)
+    order = _epoch_order(num_items, config.seed + epoch, repeats)
     start = within * per_step + info.rank * config.batch_size
     return order[start : start + config.batch_size].tolist()
 

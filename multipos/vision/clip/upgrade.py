@@ -217,15 +217,18 @@ def _embed(tower: Any, text: Tensor) -> tuple[Tensor, Tensor | None]:
 def _encode(tower: Any, text: Tensor) -> Tensor:
     """Token ids ``(B, L)`` -> pooled, projected features ``(B, E)`` of a flattened CLIP."""
     x, mask = _embed(tower, text)
-    x = tower.transformer(x, attn_mask=mask)
-    x = tower.ln_final(x)
-    x = text_global_pool(x, text, _pool_type(tower), eos_token_id=tower.text_eos_id)
+    return _pool_project(tower, tower.transformer(x, attn_mask=mask), text)
+
+
+def _pool_project(tower: Any, x: Tensor, text: Tensor) -> Tensor:
+    """Final norm, end-token pooling and projection of the transformer output ``x``."""
+    pooled: Tensor = text_global_pool(
+        tower.ln_final(x), text, _pool_type(tower), eos_token_id=tower.text_eos_id
+    )
     projection = tower.text_projection
     if isinstance(projection, nn.Linear):
-        x = projection(x)
-    elif projection is not None:
-        x = x @ projection
-    return cast(Tensor, x)
+        return cast(Tensor, projection(pooled))
+    return pooled if projection is None else pooled @ projection
 
 
 class LongTextCLIP(CLIP):  # type: ignore[misc]
@@ -261,14 +264,16 @@ class LongTextCLIP(CLIP):  # type: ignore[misc]
         )
         if text is not None:
             x, mask = _embed(self, text)
-            _, blocks = self.transformer.forward_intermediates(
+            x, blocks = self.transformer.forward_intermediates(
                 x, attn_mask=mask, indices=text_indices
             )
             if normalize_intermediates:
                 blocks = [self.ln_final(b) for b in blocks]
             out["text_intermediates"] = blocks
             if not intermediates_only:
-                out["text_features"] = self.encode_text(text, normalize=normalize)
+                # The blocks ran to the end: pool their output instead of encoding again.
+                features = _pool_project(self, x, text)
+                out["text_features"] = F.normalize(features, dim=-1) if normalize else features
         if (output_logits or output_logit_scale_bias) and not intermediates_only:
             scale = self.logit_scale.exp()
             if output_logits:
@@ -463,21 +468,13 @@ def save_upgraded(
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "model_cfg": cfg,
-        "preprocess_cfg": _jsonable(dict(preprocess_cfg)),
+        "preprocess_cfg": dict(preprocess_cfg),
         SPEC_KEY: {"text_context": spec.to_dict(), "loader": "multipos.vision.clip.load_upgraded"},
     }
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, out / WEIGHTS_NAME)
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def read_spec(directory: str | Path) -> tuple[dict[str, Any], TextContextSpec | None]:
