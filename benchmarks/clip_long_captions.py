@@ -35,14 +35,14 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 
-from multipos.vision.clip import save_upgraded, upgrade_text_context
-from multipos.vision.clip.evaluation import (
+from multipos.clip import save_upgraded, upgrade_text_context
+from multipos.clip.evaluation import (
     encode_images,
     encode_texts,
     retrieval_recall,
     short_caption_preservation,
 )
-from multipos.vision.clip.training import (
+from multipos.clip.training import (
     DistInfo,
     StageConfig,
     distill_text_tower,

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, time_alternating
 
-from multipos.vision.clip import upgrade_text_context
+from multipos.clip import upgrade_text_context
 
 
 def peak_memory(fn) -> float:  # type: ignore[no-untyped-def]

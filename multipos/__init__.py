@@ -1,17 +1,18 @@
 """multipos: position schemes for structured and multimodal data.
 
-The core imports only torch. Domain adapters live in ``multipos.vision`` (timm, open_clip),
-``multipos.graph`` (PyTorch Geometric) and ``multipos.documents``; importing one registers its
-schemes.
+The core imports only torch. Domain adapters live in ``multipos.vision`` (timm),
+``multipos.clip`` (open_clip), ``multipos.graph`` (PyTorch Geometric), ``multipos.documents``
+(scanned forms) and ``multipos.llm`` (Hugging Face language models); importing one registers
+its schemes.
 """
 
 from multipos import positions
 from multipos import schemes as _schemes  # noqa: F401  (registers the core schemes)
 from multipos._version import __version__
-from multipos.attention import ContextualBias, ValueBias, attention
+from multipos.attention import attention
 from multipos.bias import (
-    IRPE,
-    RelativePositionBias,
+    ContextualBias,
+    ValueBias,
     contextual_bias,
     irpe_buckets,
     irpe_num_buckets,
@@ -20,6 +21,7 @@ from multipos.bias import (
 )
 from multipos.fourier import LearnableFourierFeatures
 from multipos.frequencies import FrequencyScaling, rotary_inv_freq, scaled_inv_freq
+from multipos.irpe import IRPE, RelativePositionBias
 from multipos.positions import GridPositions, build_grid_positions, build_sequence_positions
 from multipos.registry import SchemeSpec, create_scheme, get_scheme, list_schemes, register_scheme
 from multipos.rotary import RotaryEmbedding, apply_rotary, rotate_pairs

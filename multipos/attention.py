@@ -12,39 +12,15 @@ Schemes act on attention in a few ways, and :func:`attention` applies any combin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multipos.bias import contextual_bias, value_bias
+from multipos.bias import ContextualBias, ValueBias, contextual_bias, value_bias
 from multipos.rotary import Layout, apply_rotary
 
 __all__ = ["ContextualBias", "ValueBias", "attention"]
-
-
-class ContextualBias(NamedTuple):
-    """A query- or key-dependent logit bias, iRPE contextual mode.
-
-    ``on="k"``: :math:`b_{ij} = s\\, q_i^\\top r_{\\text{buckets}[i, j]}` with
-    ``buckets: (T, L, S)``.
-    ``on="q"``: :math:`b_{ij} = s\\, k_j^\\top r_{\\text{buckets}[j, i]}` with key-centred
-    ``buckets: (T, S, L)`` (for self-attention, the same tensor as for ``"k"``).
-    ``s`` is the attention scale and ``table`` is ``(H or 1, D, K)``.
-    """
-
-    table: Tensor
-    buckets: Tensor
-    on: Literal["q", "k"] = "k"
-
-
-class ValueBias(NamedTuple):
-    """A value-side term :math:`z_i \\mathrel{+}= \\sum_j a_{ij} r_{\\text{buckets}[i, j]}`;
-    ``table: (H or 1, K, D)``, ``buckets: (T, L, S)``."""
-
-    table: Tensor
-    buckets: Tensor
 
 
 def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:

@@ -10,23 +10,21 @@ that is dotted with the query, key or attention weights (``"contextual"`` mode).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
-from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from multipos.attention import ContextualBias, ValueBias
+from torch import Tensor
 
 __all__ = [
-    "IRPE",
+    "ContextualBias",
     "IRPEMethod",
     "IRPEMode",
-    "RelativePositionBias",
+    "ValueBias",
     "contextual_bias",
     "irpe_buckets",
     "irpe_num_buckets",
     "irpe_piecewise_index",
+    "lookup_bias",
     "value_bias",
 ]
 
@@ -34,6 +32,29 @@ IRPEMethod = Literal["euclidean", "quant", "cross", "product"]
 IRPEMode = Literal["bias", "contextual"]
 IRPE_METHODS: tuple[str, ...] = get_args(IRPEMethod)
 IRPE_MODES: tuple[str, ...] = get_args(IRPEMode)
+
+
+class ContextualBias(NamedTuple):
+    """A query- or key-dependent logit bias, iRPE contextual mode.
+
+    ``on="k"``: :math:`b_{ij} = s\\, q_i^\\top r_{\\text{buckets}[i, j]}` with
+    ``buckets: (T, L, S)``.
+    ``on="q"``: :math:`b_{ij} = s\\, k_j^\\top r_{\\text{buckets}[j, i]}` with key-centred
+    ``buckets: (T, S, L)`` (for self-attention, the same tensor as for ``"k"``).
+    ``s`` is the attention scale and ``table`` is ``(H or 1, D, K)``.
+    """
+
+    table: Tensor
+    buckets: Tensor
+    on: Literal["q", "k"] = "k"
+
+
+class ValueBias(NamedTuple):
+    """A value-side term :math:`z_i \\mathrel{+}= \\sum_j a_{ij} r_{\\text{buckets}[i, j]}`;
+    ``table: (H or 1, K, D)``, ``buckets: (T, L, S)``."""
+
+    table: Tensor
+    buckets: Tensor
 
 
 def _irpe_coefficients(ratio: float) -> tuple[float, float, float]:
@@ -240,7 +261,11 @@ def value_bias(probs: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
     return torch.matmul(weights, table.to(probs.dtype))
 
 
-def _lookup_bias(table: Tensor, buckets: Tensor) -> Tensor:
+def lookup_bias(table: Tensor, buckets: Tensor) -> Tensor:
+    r"""Static bias ``(1, H, L, S)`` from a per-head table ``(H, K)`` and ids ``(T, L, S)``.
+
+    iRPE bias mode, Eq. (5) of Wu et al. (2021, arXiv:2107.14222): the ``T`` lookups are summed.
+    """
     # (H, K) table, (T, L, S) ids -> (1, H, L, S). A gather (backward: scatter_add) is several
     # times cheaper than advanced indexing (index_put) or an embedding lookup here.
     heads = table.shape[0]
@@ -250,168 +275,3 @@ def _lookup_bias(table: Tensor, buckets: Tensor) -> Tensor:
     for t in range(1, steps):
         out = out + table.gather(1, flat[t])
     return out.view(1, heads, length, span)
-
-
-class RelativePositionBias(nn.Module):
-    r"""Learnable scalar per (head, bucket): a static attention bias :math:`b_{ij} = t_{h,
-    \text{bucket}(i,j)}`.
-
-    iRPE bias mode, Eq. (5) of "Rethinking and Improving Relative Position Encoding for Vision
-    Transformer" (Wu et al., 2021, arXiv:2107.14222). The table starts at zero, so adding it to
-    a trained model changes nothing until it is trained.
-
-    Args:
-        num_buckets: Table rows ``K``.
-        num_heads: Heads ``H``; with ``shared_heads`` one row is shared by all heads.
-        shared_heads: Share one table between heads.
-
-    Shape:
-        ``forward(buckets: (T, L, S))`` returns ``(1, H or 1, L, S)``.
-
-    Raises:
-        ValueError: On non-positive sizes.
-    """
-
-    def __init__(self, num_buckets: int, num_heads: int, *, shared_heads: bool = False) -> None:
-        super().__init__()
-        if num_buckets <= 0 or num_heads <= 0:
-            raise ValueError(
-                f"num_buckets and num_heads must be positive, got {num_buckets}, {num_heads}"
-            )
-        self.num_buckets = num_buckets
-        self.num_heads = num_heads
-        self.table = nn.Parameter(torch.zeros(1 if shared_heads else num_heads, num_buckets))
-
-    def forward(self, buckets: Tensor) -> Tensor:
-        return _lookup_bias(self.table, buckets)
-
-
-class IRPE(nn.Module):
-    r"""Image relative position encoding on queries, keys and/or values.
-
-    From "Rethinking and Improving Relative Position Encoding for Vision Transformer" (Wu,
-    Peng, Chen, Fu, Chao, ICCV 2021, arXiv:2107.14222), Eq. (5)-(8):
-
-    .. math::
-        e_{ij} = \frac{(x_i W^Q)(x_j W^K)^\top + b_{ij}}{\sqrt{d}},\quad
-        b_{ij} = \underbrace{x_i W^Q r^K_{ij}}_{\text{on k}} +
-                 \underbrace{x_j W^K r^Q_{ij}}_{\text{on q}},\quad
-        z_i = \sum_j a_{ij} (x_j W^V + \underbrace{r^V_{ij}}_{\text{on v}})
-
-    where :math:`r_{ij}` is the table row of the pair's bucket (:func:`irpe_buckets`); in
-    ``"bias"`` mode :math:`r_{ij}` is a scalar per head. Tables start at zero (the paper's
-    initialisation), so adding iRPE to a trained model leaves its outputs unchanged.
-
-    Args:
-        num_heads: Attention heads ``H``.
-        head_dim: Channels per head ``D``.
-        method: ``"euclidean"``, ``"quant"``, ``"cross"`` or ``"product"``.
-        mode: ``"bias"`` or ``"contextual"``.
-        on: Which of ``"q"``, ``"k"``, ``"v"`` carry a term, e.g. ``"k"`` or ``"qkv"``.
-        ratio: Bucket-count ratio (default 1.9: 7x7 product buckets).
-        shared_heads: Share each table between heads (the paper's default).
-        num_prefix_tokens: Prefix tokens (class, registers) sharing one extra bucket.
-
-    Raises:
-        ValueError: On an unknown method or mode, ``on`` with letters other than q/k/v,
-            or ``"bias"`` mode on values (undefined in the paper).
-    """
-
-    def __init__(
-        self,
-        num_heads: int,
-        head_dim: int,
-        *,
-        method: IRPEMethod = "product",
-        mode: IRPEMode = "contextual",
-        on: str = "k",
-        ratio: float = 1.9,
-        shared_heads: bool = True,
-        num_prefix_tokens: int = 1,
-    ) -> None:
-        super().__init__()
-        if mode not in IRPE_MODES:
-            raise ValueError(f"iRPE mode must be one of {IRPE_MODES}, got {mode!r}")
-        sides = set(on)
-        if not on or not sides <= {"q", "k", "v"} or len(sides) != len(on):
-            raise ValueError(
-                f"on must be a non-empty subset of 'qkv' like 'k' or 'qkv', got {on!r}"
-            )
-        if mode == "bias" and "v" in sides:
-            raise ValueError(
-                "iRPE bias mode is defined on q and k only; use mode='contextual' for v"
-            )
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.method: IRPEMethod = method
-        self.mode: IRPEMode = mode
-        self.on = "".join(s for s in "qkv" if s in sides)
-        self.ratio = ratio
-        self.shared_heads = shared_heads
-        self.num_prefix_tokens = num_prefix_tokens
-        self.num_buckets = irpe_num_buckets(method, ratio, num_prefix_tokens)
-        h = 1 if shared_heads else num_heads
-        k = self.num_buckets
-        self.table_q = self._table(h, k) if "q" in sides else None
-        self.table_k = self._table(h, k) if "k" in sides else None
-        self.table_v = nn.Parameter(torch.zeros(h, k, head_dim)) if "v" in sides else None
-
-    def _table(self, heads: int, buckets: int) -> nn.Parameter:
-        shape = (heads, buckets) if self.mode == "bias" else (heads, self.head_dim, buckets)
-        return nn.Parameter(torch.zeros(shape))
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_heads={self.num_heads}, head_dim={self.head_dim}, method={self.method!r}, "
-            f"mode={self.mode!r}, on={self.on!r}, ratio={self.ratio}, "
-            f"num_buckets={self.num_buckets}, shared_heads={self.shared_heads}"
-        )
-
-    def buckets(self, query: Tensor, key: Tensor | None = None) -> Tensor:
-        """Bucket ids ``(T, P + L, P + S)`` for patch positions ``(2, L)`` (and ``(2, S)``)."""
-        return irpe_buckets(
-            query,
-            key,
-            method=self.method,
-            ratio=self.ratio,
-            num_prefix_tokens=self.num_prefix_tokens,
-        )
-
-    def static_bias(self, buckets: Tensor) -> Tensor | None:
-        """Bias-mode term ``(1, H or 1, L, S)``, or ``None`` in contextual mode."""
-        if self.mode != "bias":
-            return None
-        out: Tensor | None = None
-        if self.table_k is not None:
-            out = _lookup_bias(self.table_k, buckets)
-        if self.table_q is not None:
-            # Key-centred ids of a self-attention pair are the transposed ones.
-            q_term = _lookup_bias(self.table_q, buckets.transpose(-1, -2))
-            out = q_term if out is None else out + q_term
-        return out
-
-    def attention_terms(
-        self, buckets: Tensor
-    ) -> tuple[Tensor | None, list[ContextualBias], list[ValueBias]]:
-        """The ``bias``, ``contextual`` and ``values`` arguments of :func:`multipos.attention`.
-
-        Args:
-            buckets: ``(T, L, L)`` from :meth:`buckets` (self-attention).
-        """
-        from multipos.attention import ContextualBias, ValueBias
-
-        contextual = []
-        if self.mode == "contextual":
-            if self.table_k is not None:
-                contextual.append(ContextualBias(self.table_k, buckets, "k"))
-            if self.table_q is not None:
-                contextual.append(ContextualBias(self.table_q, buckets, "q"))
-        values = [ValueBias(self.table_v, buckets)] if self.table_v is not None else []
-        return self.static_bias(buckets), contextual, values
-
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, buckets: Tensor) -> Tensor:
-        """Self-attention with this iRPE; ``q, k, v: (B, H, L, D)``, ``buckets: (T, L, L)``."""
-        from multipos.attention import attention
-
-        bias, contextual, values = self.attention_terms(buckets)
-        return attention(q, k, v, bias=bias, contextual=contextual, values=values)

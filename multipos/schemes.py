@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multipos.bias import IRPE, IRPEMethod, IRPEMode
+from multipos.bias import IRPEMethod, IRPEMode
 from multipos.fourier import LearnableFourierFeatures
 from multipos.frequencies import FrequencyScaling
+from multipos.irpe import IRPE
 from multipos.positions import build_grid_positions
 from multipos.registry import register_scheme
 from multipos.rotary import Layout, RotaryEmbedding

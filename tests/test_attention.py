@@ -163,8 +163,6 @@ def test_fully_masked_row_under_training_matches_sdpa(qkv, generator) -> None:
     mask = torch.ones(6, 6, dtype=torch.bool)
     mask[2] = False
     out = attention(q, k, v, bias=bias, mask=mask)
-    ref = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias.masked_fill(~mask, float("-inf"))
-    )
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~mask, float("-inf")))
     torch.testing.assert_close(out, ref)
     assert torch.isfinite(out).all()

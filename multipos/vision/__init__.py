@@ -1,4 +1,4 @@
-"""Vision position schemes for timm ViTs (and, in :mod:`multipos.vision.clip`, open_clip).
+"""Vision position schemes for timm ViTs.
 
 Importing this module registers the ``vit_*_patch16_multipos_224`` family (and scheme-named
 aliases such as ``vit_small_patch16_irpe_224``) with timm and the ``peg`` and ``rope_mixed``

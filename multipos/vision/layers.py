@@ -10,8 +10,9 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import Tensor
 
-from multipos.attention import ContextualBias, ValueBias, attention
-from multipos.bias import IRPE
+from multipos.attention import attention
+from multipos.bias import ContextualBias, ValueBias
+from multipos.irpe import IRPE
 from multipos.positions import GridPositions
 from multipos.vision.config import VisionSchemes
 from multipos.vision.peg import PositionalEncodingGenerator

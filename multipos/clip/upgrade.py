@@ -30,10 +30,10 @@ from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.transformer import TextTransformer, text_global_pool
 from torch import Tensor, nn
 
+from multipos.clip.stretch import stretch_positional_table
+from multipos.clip.text_rope import rotary_text_blocks
 from multipos.frequencies import FrequencyScaling
 from multipos.rotary import LAYOUTS, Layout, RotaryEmbedding
-from multipos.vision.clip.stretch import stretch_positional_table
-from multipos.vision.clip.text_rope import rotary_text_blocks
 
 __all__ = [
     "CONFIG_NAME",
@@ -434,10 +434,10 @@ def save_upgraded(
     method, lengths, keep/stretch, rotary base, layout and scaling) and
     ``open_clip_pytorch_model.bin`` (the state dict).
 
-    With :mod:`multipos.vision.clip` imported, ``open_clip.create_model("local-dir:DIR")``
+    With :mod:`multipos.clip` imported, ``open_clip.create_model("local-dir:DIR")``
     rebuilds the upgraded model for every method (see
-    :func:`~multipos.vision.clip.register_open_clip`), as does
-    :func:`~multipos.vision.clip.load_upgraded`. Without it, open_clip alone loads
+    :func:`~multipos.clip.register_open_clip`), as does
+    :func:`~multipos.clip.load_upgraded`. Without it, open_clip alone loads
     ``"linear"``/``"kps"`` directories (inputs padded to ``N``) but not ``"rope"`` ones: it
     builds an absolute-position tower and its strict load stops on the missing
     ``positional_embedding``.
@@ -469,7 +469,7 @@ def save_upgraded(
     config = {
         "model_cfg": cfg,
         "preprocess_cfg": dict(preprocess_cfg),
-        SPEC_KEY: {"text_context": spec.to_dict(), "loader": "multipos.vision.clip.load_upgraded"},
+        SPEC_KEY: {"text_context": spec.to_dict(), "loader": "multipos.clip.load_upgraded"},
     }
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -13,7 +13,7 @@ Upgrade the text tower of a (pretrained) open_clip ``CLIP`` / ``CustomTextCLIP``
 Quick start::
 
     import open_clip
-    from multipos.vision.clip import save_upgraded, upgrade_text_context
+    from multipos.clip import save_upgraded, upgrade_text_context
 
     model = open_clip.create_model("ViT-B-32", pretrained="/path/to/weights.bin")
     model = upgrade_text_context(model, "kps", context_length=248)
@@ -26,19 +26,19 @@ Importing this package installs :func:`register_open_clip`: ``open_clip.create_m
 recognises directories written by :func:`save_upgraded` (``"rope"`` ones included, which plain
 open_clip cannot build) and passes every other call to open_clip unchanged.
 
-The command ``multipos-clip-upgrade`` (:mod:`multipos.vision.clip.upgrade_cli`) runs the whole
+The command ``multipos-clip-upgrade`` (:mod:`multipos.clip.upgrade_cli`) runs the whole
 recipe. Nothing here downloads weights unless a pretrained tag is asked for.
 """
 
-from multipos.vision.clip.factory import (
+from multipos.clip.factory import (
     load_upgraded,
     open_clip_registered,
     register_open_clip,
     unregister_open_clip,
 )
-from multipos.vision.clip.stretch import kps_stretch, linear_stretch, stretch_positional_table
-from multipos.vision.clip.text_rope import RotaryAttention, rotary_text_blocks
-from multipos.vision.clip.upgrade import (
+from multipos.clip.stretch import kps_stretch, linear_stretch, stretch_positional_table
+from multipos.clip.text_rope import RotaryAttention, rotary_text_blocks
+from multipos.clip.upgrade import (
     LongTextCLIP,
     LongTextCustomCLIP,
     LongTextTransformer,

@@ -5,14 +5,14 @@ Example::
     multipos-clip-upgrade --model ViT-B-32 --pretrained weights.bin --method rope \\
         --context-length 248 --distill-data captions.txt --finetune-data pairs.csv --out DIR
 
-    torchrun --nproc_per_node=2 -m multipos.vision.clip.upgrade_cli ...   # data parallel
+    torchrun --nproc_per_node=2 -m multipos.clip.upgrade_cli ...   # data parallel
 
 ``--model`` is an open_clip model name or the path of a JSON model config; ``--pretrained`` a
 local checkpoint file or an open_clip tag (a tag is resolved by open_clip, which downloads it
 unless it is in open_clip's cache: only pass one when that is what you want).
 
 ``DIR`` loads back with ``open_clip.create_model("local-dir:DIR")`` once
-``multipos.vision.clip`` is imported (any method, the rotary one included).
+``multipos.clip`` is imported (any method, the rotary one included).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 import open_clip
 import torch
 
-from multipos.vision.clip.evaluation import evaluate_pairs, short_caption_preservation
-from multipos.vision.clip.training import (
+from multipos.clip.evaluation import evaluate_pairs, short_caption_preservation
+from multipos.clip.training import (
     StageConfig,
     distill_text_tower,
     finetune_long_captions,
@@ -37,7 +37,7 @@ from multipos.vision.clip.training import (
     read_captions,
     read_pairs,
 )
-from multipos.vision.clip.upgrade import (
+from multipos.clip.upgrade import (
     METHODS,
     TextContextSpec,
     save_upgraded,
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(linear, Long-CLIP kps, TULIP rope), optionally distil and fine-tune it, and save a "
         "directory open_clip loads back.",
         epilog="Load the result with open_clip.create_model('local-dir:DIR') after "
-        "'import multipos.vision.clip', or with multipos.vision.clip.load_upgraded(DIR).",
+        "'import multipos.clip', or with multipos.clip.load_upgraded(DIR).",
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="open_clip model name or JSON config path")

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from multipos.vision.clip.upgrade import TextContextSpec, text_context_spec, trim_tokens
+from multipos.clip.upgrade import TextContextSpec, text_context_spec, trim_tokens
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -1,4 +1,4 @@
-"""multipos.vision.clip: distillation, long-caption fine-tuning, evaluation, the command, DDP."""
+"""multipos.clip: distillation, long-caption fine-tuning, evaluation, the command, DDP."""
 
 from __future__ import annotations
 
@@ -16,20 +16,20 @@ open_clip = pytest.importorskip("open_clip", reason="the clip extra (open_clip_t
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from multipos.vision.clip import load_upgraded, upgrade_text_context  # noqa: E402
-from multipos.vision.clip.evaluation import (  # noqa: E402
+from multipos.clip import load_upgraded, upgrade_text_context  # noqa: E402
+from multipos.clip.evaluation import (  # noqa: E402
     retrieval_recall,
     short_caption_preservation,
 )
-from multipos.vision.clip.training import (  # noqa: E402
+from multipos.clip.training import (  # noqa: E402
     StageConfig,
     distill_text_tower,
     finetune_long_captions,
     read_captions,
     read_pairs,
 )
-from multipos.vision.clip.upgrade_cli import main  # noqa: E402
-from tests.vision.test_clip_upgrade import build, tiny_cfg  # noqa: E402
+from multipos.clip.upgrade_cli import main  # noqa: E402
+from tests.clip.test_upgrade import build, tiny_cfg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = [
@@ -312,7 +312,7 @@ def test_command_under_torchrun_matches_one_process(data: Path) -> None:
                 sys.executable,
                 *launchers[out],
                 "-m",
-                "multipos.vision.clip.upgrade_cli",
+                "multipos.clip.upgrade_cli",
                 *common,
                 "--batch-size",
                 batch_size,

@@ -1,4 +1,4 @@
-"""multipos.vision.clip: the three upgrade methods, variable lengths, save/load, refusals."""
+"""multipos.clip: the three upgrade methods, variable lengths, save/load, refusals."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from multipos import apply_rotary  # noqa: E402
-from multipos.vision.clip import (  # noqa: E402
+from multipos.clip import (  # noqa: E402
     RotaryAttention,
     TextContextSpec,
     kps_stretch,
@@ -272,9 +272,10 @@ def test_rope_scores_depend_on_relative_position_only() -> None:
     g = torch.Generator().manual_seed(1)
     q, k = torch.randn(2, 1, attn.head_dim, generator=g)
     cos, sin = attn.rotary(torch.arange(40.0), length=N, dtype=torch.float32)
-    scores = apply_rotary(q.expand(40, -1), cos, sin, attn.rotary.layout) @ apply_rotary(
-        k.expand(40, -1), cos, sin, attn.rotary.layout
-    ).T
+    scores = (
+        apply_rotary(q.expand(40, -1), cos, sin, attn.rotary.layout)
+        @ apply_rotary(k.expand(40, -1), cos, sin, attn.rotary.layout).T
+    )
     for shift in (1, 7, 25):
         torch.testing.assert_close(scores[shift:, shift:], scores[:-shift, :-shift])
     assert not torch.allclose(scores[0, 1], scores[0, 2])  # and it does depend on i - j
@@ -316,7 +317,7 @@ def test_save_load_identical_embeddings(cfg: dict, method: str, tmp_path) -> Non
     assert open_clip.get_tokenizer(f"local-dir:{tmp_path}").context_length == N
     if method == "rope":
         assert spec.scaling.kind == "yarn" and spec.layout == "half" and spec.base == 500.0
-    # open_clip's own factory, with the multipos hook that importing multipos.vision.clip installs
+    # open_clip's own factory, with the multipos hook that importing multipos.clip installs
     assert open_clip_registered()
     via_open_clip = open_clip.create_model(f"local-dir:{tmp_path}").eval()
     assert type(via_open_clip) is type(model)
@@ -461,7 +462,8 @@ def test_hook_passes_other_models_through(tmp_path) -> None:
 
 
 def test_hook_installed_on_import(tmp_path) -> None:
-    """A fresh interpreter: importing multipos.vision.clip is all open_clip needs."""
+    """A fresh interpreter: importing multipos.clip is all open_clip needs, and it neither
+    imports the vision domain nor registers timm models."""
     cfg = tiny_cfg()
     model = upgrade_text_context(build(cfg), "rope", N, scaling="ntk")
     save_upgraded(model, tmp_path, cfg)
@@ -471,13 +473,17 @@ def test_hook_installed_on_import(tmp_path) -> None:
         torch.save(model.encode_text(tokens), tmp_path / "expected.pt")
     script = (
         "import sys, torch, open_clip\n"
-        "import multipos.vision.clip\n"
+        "import multipos.clip\n"
         "d = sys.argv[1]\n"
         "m = open_clip.create_model('local-dir:' + d).eval()\n"
         "with torch.no_grad():\n"
         "    out = m.encode_text(torch.load(d + '/tokens.pt'))\n"
         "assert torch.equal(out, torch.load(d + '/expected.pt'))\n"
         "print(m.text_context_spec.scaling.kind)\n"
+        "assert 'multipos.vision' not in sys.modules, 'multipos.vision imported'\n"
+        "if 'timm' in sys.modules:\n"
+        "    import timm\n"
+        "    assert not timm.list_models('*multipos*'), 'timm models registered'\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=False

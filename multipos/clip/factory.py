@@ -1,8 +1,8 @@
 """Loading upgraded text towers through open_clip's own factory.
 
 open_clip 3.3 has no rotary text tower and no registry for model classes, so a ``"rope"``
-directory written by :func:`~multipos.vision.clip.save_upgraded` cannot be rebuilt from its
-config alone. :func:`register_open_clip` (run when :mod:`multipos.vision.clip` is imported)
+directory written by :func:`~multipos.clip.save_upgraded` cannot be rebuilt from its
+config alone. :func:`register_open_clip` (run when :mod:`multipos.clip` is imported)
 wraps ``open_clip.create_model`` so that ``open_clip.create_model("local-dir:DIR")``, and
 ``create_model_and_transforms`` / ``create_model_from_pretrained`` which call it, recognise a
 directory carrying a multipos position spec: the model is built by open_clip from the stored
@@ -34,7 +34,7 @@ import open_clip.factory
 import torch
 from torch import nn
 
-from multipos.vision.clip.upgrade import (
+from multipos.clip.upgrade import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     TextContextSpec,
@@ -181,7 +181,7 @@ def _bind(
 def register_open_clip() -> None:
     """Make ``open_clip.create_model("local-dir:DIR")`` rebuild multipos-upgraded towers.
 
-    Idempotent; called when :mod:`multipos.vision.clip` is imported. Directories without a
+    Idempotent; called when :mod:`multipos.clip` is imported. Directories without a
     multipos spec, other schemas and built-in names go to open_clip untouched. For an upgraded
     directory, ``load_weights=False`` gives the upgraded architecture with random weights;
     ``jit=True``, ``pretrained_image_path`` / ``pretrained_text_path`` and a
@@ -230,7 +230,7 @@ def load_upgraded(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
 ) -> nn.Module:
-    """Load a directory written by :func:`~multipos.vision.clip.save_upgraded`, in eval mode.
+    """Load a directory written by :func:`~multipos.clip.save_upgraded`, in eval mode.
 
     Same result as ``open_clip.create_model("local-dir:DIR", device=..., precision=...)`` with
     the wrapper of :func:`register_open_clip` installed, but works without it and refuses a
