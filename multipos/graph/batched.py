@@ -18,16 +18,20 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from multipos.graph import _spectral as S
-from multipos.graph._spectral import Normalization, QMode, Solver, Symmetrize, Trivial
-from multipos.graph.laplacian import LaplacianPE, _check_common, laplacian_pe_many
-from multipos.graph.magnetic import (
+from multipos.graph.checks import check_choice, check_eigen_options, check_q, graph_arrays
+from multipos.graph.laplacian import LaplacianPE, laplacian_pe_many
+from multipos.graph.magnetic import MagneticLaplacianPE, magnetic_laplacian_pe_many, squeeze_q
+from multipos.graph.options import (
     MAGNETIC_SYMMETRIZE,
-    MagneticLaplacianPE,
-    _check_q,
-    _squeeze,
-    magnetic_laplacian_pe_many,
+    Q_MODES,
+    MagneticSymmetrize,
+    Normalization,
+    QMode,
+    Solver,
+    Symmetrize,
+    Trivial,
 )
+from multipos.graph.union import StackedGraphs, stack_graph_arrays
 
 __all__ = ["batched_laplacian_pe", "batched_magnetic_laplacian_pe"]
 
@@ -71,11 +75,11 @@ def _simple(ei: Any, n: Any, w: Any) -> bool:
     )
 
 
-def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> S.Stacked:
+def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> StackedGraphs:
     """Validate and concatenate ``Data`` objects or ``(edge_index, num_nodes[, w])`` tuples."""
     items = [unpack_graph(g, weight_attr) for g in graphs]
     if not items or not all(_simple(*it) for it in items):
-        return S.stack([S.graph_arrays(*it) for it in items])
+        return stack_graph_arrays([graph_arrays(*it) for it in items])
     sizes = np.asarray([it[1] for it in items], dtype=np.int64)
     counts = np.asarray([it[0].shape[1] for it in items], dtype=np.int64)
     ei = torch.cat([it[0].detach().to(torch.int64) for it in items], dim=1).cpu().numpy()
@@ -83,7 +87,7 @@ def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> S.Stacked:
     bad = (ei < 0).any(axis=0) | (ei >= limit).any(axis=0)
     if bad.any():  # let the per-graph validation name the problem
         first = int(np.searchsorted(np.cumsum(counts), np.flatnonzero(bad)[0], side="right"))
-        S.graph_arrays(*items[first])
+        graph_arrays(*items[first])
     if all(it[2] is None for it in items):
         w = np.ones(ei.shape[1])
     else:
@@ -101,7 +105,7 @@ def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> S.Stacked:
         )
         if not np.isfinite(w).all() or (w < 0).any():
             raise ValueError("edge_weight must be finite and non-negative")
-    return S.Stacked(ei[0], ei[1], w, sizes, counts)
+    return StackedGraphs(ei[0], ei[1], w, sizes, counts)
 
 
 def batched_laplacian_pe(
@@ -136,7 +140,7 @@ def batched_laplacian_pe(
         TypeError / ValueError: As :func:`~multipos.graph.laplacian_pe`, naming the bad graph's
             problem.
     """
-    _check_common(k, normalization, symmetrize, trivial, solver, tol)
+    check_eigen_options(k, normalization, symmetrize, trivial, solver, tol)
     return laplacian_pe_many(
         stack_graphs(graphs, weight_attr), k, normalization, symmetrize, trivial, solver, tol
     )
@@ -149,7 +153,7 @@ def batched_magnetic_laplacian_pe(
     q: float | Sequence[float] = 0.25,
     q_mode: QMode = "relative",
     normalization: Normalization = "sym",
-    symmetrize: str = "union",
+    symmetrize: MagneticSymmetrize = "union",
     trivial: Trivial = "keep",
     solver: Solver = "auto",
     tol: float = 1e-8,
@@ -174,9 +178,9 @@ def batched_magnetic_laplacian_pe(
     Raises:
         TypeError / ValueError: As :func:`~multipos.graph.magnetic_laplacian_pe`.
     """
-    qs, many = _check_q(q)
-    S.check_choice("q_mode", q_mode, S.Q_MODES)
-    _check_common(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
+    qs, many = check_q(q)
+    check_choice("q_mode", q_mode, Q_MODES)
+    check_eigen_options(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
     out = magnetic_laplacian_pe_many(
         stack_graphs(graphs, weight_attr),
         k,
@@ -188,4 +192,4 @@ def batched_magnetic_laplacian_pe(
         solver,
         tol,
     )
-    return out if many else [_squeeze(r) for r in out]
+    return out if many else [squeeze_q(r) for r in out]

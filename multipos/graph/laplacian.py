@@ -11,14 +11,23 @@ eigenvectors of the smallest non-trivial eigenvalues of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from multipos.graph import _spectral as S
-from multipos.graph._spectral import Normalization, Solver, Symmetrize, Trivial
+from multipos.graph.checks import check_choice, check_eigen_options, graph_arrays
+from multipos.graph.eigensolvers import solve_eigenpairs
+from multipos.graph.operators import isolated_shift, sparse_laplacian
+from multipos.graph.options import (
+    NORMALIZATION,
+    SYMMETRIZE,
+    Normalization,
+    Solver,
+    Symmetrize,
+    Trivial,
+)
+from multipos.graph.union import StackedGraphs, build_union, stack_graph_arrays
 
 __all__ = ["LaplacianPE", "laplacian", "laplacian_pe"]
 
@@ -36,23 +45,6 @@ class LaplacianPE(NamedTuple):
     vectors: Tensor
     values: Tensor
     mask: Tensor
-
-
-def _check_common(
-    k: int,
-    normalization: str,
-    symmetrize: str,
-    trivial: str,
-    solver: str,
-    tol: float,
-    symmetrize_options: Sequence[str] = S.SYMMETRIZE,
-) -> None:
-    S.check_k(k)
-    S.check_choice("normalization", normalization, S.NORMALIZATION)
-    S.check_choice("symmetrize", symmetrize, symmetrize_options)
-    S.check_choice("trivial", trivial, S.TRIVIAL)
-    S.check_choice("solver", solver, S.SOLVERS)
-    S.check_tol(tol)
 
 
 def laplacian(
@@ -79,11 +71,11 @@ def laplacian(
         ValueError: If a shape, an index, a weight or an option is invalid, or if
             ``symmetrize="none"`` and the graph is directed.
     """
-    S.check_choice("normalization", normalization, S.NORMALIZATION)
-    S.check_choice("symmetrize", symmetrize, S.SYMMETRIZE)
-    g = S.graph_arrays(edge_index, num_nodes, edge_weight)
-    u = S.build_union(S.stack([g]), symmetrize, normalization)
-    return torch.from_numpy(S.operator(u, normalization, None, 0.0).toarray())
+    check_choice("normalization", normalization, NORMALIZATION)
+    check_choice("symmetrize", symmetrize, SYMMETRIZE)
+    g = graph_arrays(edge_index, num_nodes, edge_weight)
+    u = build_union(stack_graph_arrays([g]), symmetrize, normalization)
+    return torch.from_numpy(sparse_laplacian(u, normalization, None, 0.0).toarray())
 
 
 def laplacian_pe(
@@ -142,13 +134,14 @@ def laplacian_pe(
         ValueError: If a shape, index, weight or option is invalid, or
             ``symmetrize="none"`` is given a directed graph.
     """
-    _check_common(k, normalization, symmetrize, trivial, solver, tol)
-    g = S.graph_arrays(edge_index, num_nodes, edge_weight)
-    return laplacian_pe_many(S.stack([g]), k, normalization, symmetrize, trivial, solver, tol)[0]
+    check_eigen_options(k, normalization, symmetrize, trivial, solver, tol)
+    g = graph_arrays(edge_index, num_nodes, edge_weight)
+    graphs = stack_graph_arrays([g])
+    return laplacian_pe_many(graphs, k, normalization, symmetrize, trivial, solver, tol)[0]
 
 
 def laplacian_pe_many(
-    graphs: S.Stacked,
+    graphs: StackedGraphs,
     k: int,
     normalization: str,
     symmetrize: str,
@@ -157,10 +150,10 @@ def laplacian_pe_many(
     tol: float,
 ) -> list[LaplacianPE]:
     """Validated graphs -> :class:`LaplacianPE` each (shared by the batched path)."""
-    u = S.build_union(graphs, symmetrize, normalization)
-    shift = S.isolated_shift(u, normalization)
-    lap = S.operator(u, normalization, None, shift)
-    solved = S.solve(
+    u = build_union(graphs, symmetrize, normalization)
+    shift = isolated_shift(u, normalization)
+    lap = sparse_laplacian(u, normalization, None, shift)
+    solved = solve_eigenpairs(
         u, lap, k, trivial, solver, tol, canonical_null=True, shift=shift, dtype=torch.float32
     )
     return [LaplacianPE(*r) for r in solved]

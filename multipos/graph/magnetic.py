@@ -17,21 +17,28 @@ The magnetic-Laplacian PE is the subject of patent application WO2024094893A1 (D
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from multipos.graph import _spectral as S
-from multipos.graph._spectral import Normalization, QMode, Solver, Trivial
-from multipos.graph.laplacian import _check_common
+from multipos.graph.checks import check_choice, check_eigen_options, check_q, graph_arrays
+from multipos.graph.eigensolvers import Eigenpairs, solve_eigenpairs
+from multipos.graph.operators import effective_q, isolated_shift, sparse_laplacian
+from multipos.graph.options import (
+    MAGNETIC_SYMMETRIZE,
+    NORMALIZATION,
+    Q_MODES,
+    MagneticSymmetrize,
+    Normalization,
+    QMode,
+    Solver,
+    Trivial,
+)
+from multipos.graph.union import StackedGraphs, build_union, stack_graph_arrays
 
 __all__ = ["MagneticLaplacianPE", "magnetic_laplacian", "magnetic_laplacian_pe"]
-
-MAGNETIC_SYMMETRIZE: tuple[str, ...] = ("union", "mean")
 
 
 class MagneticLaplacianPE(NamedTuple):
@@ -51,24 +58,6 @@ class MagneticLaplacianPE(NamedTuple):
     mask: Tensor
 
 
-def _check_q(q: object) -> tuple[list[float], bool]:
-    """``(list of q, is_sequence)``; raises on bad values."""
-    many = isinstance(q, (Sequence, Tensor, np.ndarray)) and not isinstance(q, str)
-    values = list(q) if many else [q]  # type: ignore[call-overload]
-    if not values:
-        raise ValueError("q must be a float or a non-empty sequence of floats")
-    out = []
-    for v in values:
-        if isinstance(v, Tensor) and v.numel() == 1:
-            v = v.item()
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
-            raise TypeError(f"q must be a float or a sequence of floats, got {q!r}")
-        if not math.isfinite(float(v)) or float(v) < 0:
-            raise ValueError(f"q must be finite and >= 0, got {v}")
-        out.append(float(v))
-    return out, many
-
-
 def magnetic_laplacian(
     edge_index: Tensor,
     num_nodes: int | None = None,
@@ -77,7 +66,7 @@ def magnetic_laplacian(
     q_mode: QMode = "relative",
     edge_weight: Tensor | None = None,
     normalization: Normalization = "sym",
-    symmetrize: str = "union",
+    symmetrize: MagneticSymmetrize = "union",
 ) -> Tensor:
     r"""Dense magnetic Laplacian :math:`L^{(q)}`, ``(N, N)`` complex128, Hermitian.
 
@@ -102,16 +91,16 @@ def magnetic_laplacian(
         TypeError: If an argument has the wrong type.
         ValueError: If a shape, index, weight, ``q`` or option is invalid.
     """
-    qs, many = _check_q(q)
+    qs, many = check_q(q)
     if many:
         raise TypeError("magnetic_laplacian takes one q (a float)")
-    S.check_choice("q_mode", q_mode, S.Q_MODES)
-    S.check_choice("normalization", normalization, S.NORMALIZATION)
-    S.check_choice("symmetrize", symmetrize, MAGNETIC_SYMMETRIZE)
-    g = S.graph_arrays(edge_index, num_nodes, edge_weight)
-    u = S.build_union(S.stack([g]), symmetrize, normalization)
-    q_eff = S.effective_q(u, qs[0], q_mode)
-    return torch.from_numpy(S.operator(u, normalization, q_eff, 0.0).toarray())
+    check_choice("q_mode", q_mode, Q_MODES)
+    check_choice("normalization", normalization, NORMALIZATION)
+    check_choice("symmetrize", symmetrize, MAGNETIC_SYMMETRIZE)
+    g = graph_arrays(edge_index, num_nodes, edge_weight)
+    u = build_union(stack_graph_arrays([g]), symmetrize, normalization)
+    q_eff = effective_q(u, qs[0], q_mode)
+    return torch.from_numpy(sparse_laplacian(u, normalization, q_eff, 0.0).toarray())
 
 
 def magnetic_laplacian_pe(
@@ -123,7 +112,7 @@ def magnetic_laplacian_pe(
     q_mode: QMode = "relative",
     edge_weight: Tensor | None = None,
     normalization: Normalization = "sym",
-    symmetrize: str = "union",
+    symmetrize: MagneticSymmetrize = "union",
     trivial: Trivial = "keep",
     solver: Solver = "auto",
     tol: float = 1e-8,
@@ -173,22 +162,23 @@ def magnetic_laplacian_pe(
         TypeError: If an argument has the wrong type.
         ValueError: If a shape, index, weight, ``q`` or option is invalid.
     """
-    qs, many = _check_q(q)
-    S.check_choice("q_mode", q_mode, S.Q_MODES)
-    _check_common(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
-    g = S.graph_arrays(edge_index, num_nodes, edge_weight)
+    qs, many = check_q(q)
+    check_choice("q_mode", q_mode, Q_MODES)
+    check_eigen_options(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
+    g = graph_arrays(edge_index, num_nodes, edge_weight)
     res = magnetic_laplacian_pe_many(
-        S.stack([g]), k, qs, q_mode, normalization, symmetrize, trivial, solver, tol
+        stack_graph_arrays([g]), k, qs, q_mode, normalization, symmetrize, trivial, solver, tol
     )[0]
-    return res if many else _squeeze(res)
+    return res if many else squeeze_q(res)
 
 
-def _squeeze(r: MagneticLaplacianPE) -> MagneticLaplacianPE:
+def squeeze_q(r: MagneticLaplacianPE) -> MagneticLaplacianPE:
+    """Drop the ``Q`` axis of a result computed for a single ``q``."""
     return MagneticLaplacianPE(r.real[:, 0], r.imag[:, 0], r.values[0], r.mask[0])
 
 
 def magnetic_laplacian_pe_many(
-    graphs: S.Stacked,
+    graphs: StackedGraphs,
     k: int,
     qs: Sequence[float],
     q_mode: str,
@@ -199,19 +189,18 @@ def magnetic_laplacian_pe_many(
     tol: float,
 ) -> list[MagneticLaplacianPE]:
     """Validated graphs -> :class:`MagneticLaplacianPE` each, with a ``Q`` axis."""
-    u = S.build_union(graphs, symmetrize, normalization)
-    shift = S.isolated_shift(u, normalization)
-    per_q: list[list[S.Solved]] = []
+    u = build_union(graphs, symmetrize, normalization)
+    shift = isolated_shift(u, normalization)
+    per_q: list[list[Eigenpairs]] = []
     for q in qs:
-        if q == 0.0:
-            lap = S.operator(u, normalization, None, shift)
-            per_q.append(S.solve(u, lap, k, trivial, solver, tol, canonical_null=True, shift=shift))
-        else:
-            q_eff = S.effective_q(u, q, q_mode)
-            lap = S.operator(u, normalization, q_eff, shift)
-            per_q.append(
-                S.solve(u, lap, k, trivial, solver, tol, canonical_null=False, shift=shift)
+        # q = 0 is the real Laplacian: its null space is known and deflated exactly.
+        q_eff = None if q == 0.0 else effective_q(u, q, q_mode)
+        lap = sparse_laplacian(u, normalization, q_eff, shift)
+        per_q.append(
+            solve_eigenpairs(
+                u, lap, k, trivial, solver, tol, canonical_null=q_eff is None, shift=shift
             )
+        )
     out = []
     for i in range(graphs.sizes.size):
         vecs = torch.stack([p[i].vectors.to(torch.complex128) for p in per_q], dim=1)  # (N,Q,K)

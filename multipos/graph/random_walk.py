@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from multipos.graph import _spectral as S
+from multipos.graph.checks import GraphArrays, check_choice, graph_arrays
 
 __all__ = ["directional_random_walk_pe", "transition_matrix"]
 
@@ -34,7 +34,7 @@ FORMS: tuple[str, ...] = ("node", "pairwise")
 DENSE_MAX_NODES = 4096
 
 
-def _adjacency(g: S.GraphArrays) -> sp.csr_matrix:
+def _adjacency(g: GraphArrays) -> sp.csr_matrix:
     a = sp.csr_matrix((g.weight, (g.row, g.col)), shape=(g.num_nodes, g.num_nodes))
     a.sum_duplicates()
     a.eliminate_zeros()
@@ -69,8 +69,8 @@ def transition_matrix(
         TypeError: If an argument has the wrong type.
         ValueError: If a shape, index, weight or ``direction`` is invalid.
     """
-    S.check_choice("direction", direction, ("forward", "reverse"))
-    g = S.graph_arrays(edge_index, num_nodes, edge_weight)
+    check_choice("direction", direction, ("forward", "reverse"))
+    g = graph_arrays(edge_index, num_nodes, edge_weight)
     a = _adjacency(g)
     if direction == "reverse":
         a = a.T.tocsr()
@@ -90,8 +90,8 @@ def check_walk_options(
         raise TypeError(f"walk_length must be a positive int, got {type(walk_length).__name__}")
     if walk_length < 1:
         raise ValueError(f"walk_length must be a positive int, got {walk_length}")
-    S.check_choice("direction", direction, DIRECTIONS)
-    S.check_choice("form", form, FORMS)
+    check_choice("direction", direction, DIRECTIONS)
+    check_choice("form", form, FORMS)
     if ppr_alpha is not None:
         if isinstance(ppr_alpha, bool) or not isinstance(ppr_alpha, (int, float)):
             raise TypeError(f"ppr_alpha must be a float or None, got {type(ppr_alpha).__name__}")
@@ -141,7 +141,7 @@ def directional_random_walk_pe(
             asked for more than 4,096 nodes.
     """
     check_walk_options(walk_length, direction, ppr_alpha, form)
-    g = S.graph_arrays(edge_index, num_nodes, edge_weight)
+    g = graph_arrays(edge_index, num_nodes, edge_weight)
     n = g.num_nodes
     if n > DENSE_MAX_NODES and (form == "pairwise" or ppr_alpha is not None):
         raise ValueError(

@@ -36,14 +36,24 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import to_dense_adj
 
-from multipos.graph import _spectral as S
 from multipos.graph.batched import (
     batched_laplacian_pe,
     batched_magnetic_laplacian_pe,
     unpack_graph,
 )
-from multipos.graph.laplacian import LaplacianPE, _check_common
-from multipos.graph.magnetic import MAGNETIC_SYMMETRIZE, MagneticLaplacianPE, _check_q
+from multipos.graph.checks import check_choice, check_eigen_options, check_q
+from multipos.graph.laplacian import LaplacianPE
+from multipos.graph.magnetic import MagneticLaplacianPE
+from multipos.graph.options import (
+    MAGNETIC_SYMMETRIZE,
+    Q_MODES,
+    MagneticSymmetrize,
+    Normalization,
+    QMode,
+    Solver,
+    Symmetrize,
+    Trivial,
+)
 from multipos.graph.random_walk import check_walk_options, directional_random_walk_pe
 
 __all__ = [
@@ -170,15 +180,15 @@ class AddLaplacianPE(_SpectralTransform):
         self,
         k: int = 8,
         *,
-        normalization: S.Normalization = "sym",
-        symmetrize: S.Symmetrize = "union",
-        trivial: S.Trivial = "drop",
-        solver: S.Solver = "auto",
+        normalization: Normalization = "sym",
+        symmetrize: Symmetrize = "union",
+        trivial: Trivial = "drop",
+        solver: Solver = "auto",
         tol: float = 1e-8,
         weight_attr: str | None = "edge_weight",
         attr_prefix: str = "laplacian",
     ) -> None:
-        _check_common(k, normalization, symmetrize, trivial, solver, tol)
+        check_eigen_options(k, normalization, symmetrize, trivial, solver, tol)
         _check_name("weight_attr", weight_attr, optional=True)
         _check_name("attr_prefix", attr_prefix)
         self.k, self.normalization, self.symmetrize = k, normalization, symmetrize
@@ -244,18 +254,18 @@ class AddMagneticLaplacianPE(_SpectralTransform):
         k: int = 8,
         *,
         q: float | Sequence[float] = 0.25,
-        q_mode: S.QMode = "relative",
-        normalization: S.Normalization = "sym",
-        symmetrize: str = "union",
-        trivial: S.Trivial = "keep",
-        solver: S.Solver = "auto",
+        q_mode: QMode = "relative",
+        normalization: Normalization = "sym",
+        symmetrize: MagneticSymmetrize = "union",
+        trivial: Trivial = "keep",
+        solver: Solver = "auto",
         tol: float = 1e-8,
         weight_attr: str | None = "edge_weight",
         attr_prefix: str = "magnetic",
     ) -> None:
-        qs, many = _check_q(q)
-        S.check_choice("q_mode", q_mode, S.Q_MODES)
-        _check_common(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
+        qs, many = check_q(q)
+        check_choice("q_mode", q_mode, Q_MODES)
+        check_eigen_options(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
         _check_name("weight_attr", weight_attr, optional=True)
         _check_name("attr_prefix", attr_prefix)
         self.k = k
