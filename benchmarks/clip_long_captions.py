@@ -35,19 +35,17 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit
 
-from multipos.clip import save_upgraded, upgrade_text_context
-from multipos.clip.evaluation import (
-    encode_images,
-    encode_texts,
-    retrieval_recall,
-    short_caption_preservation,
-)
-from multipos.clip.training import (
+from multipos.clip import (
     DistInfo,
     StageConfig,
     distill_text_tower,
     finetune_long_captions,
+    retrieval_recall,
+    save_upgraded,
+    short_caption_preservation,
+    upgrade_text_context,
 )
+from multipos.clip.evaluation import encode_images, encode_texts
 
 COLOURS = {
     "red": (230, 40, 40),

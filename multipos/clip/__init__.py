@@ -28,46 +28,66 @@ open_clip cannot build) and passes every other call to open_clip unchanged.
 
 The command ``multipos-clip-upgrade`` (:mod:`multipos.clip.upgrade_cli`) runs the whole
 recipe. Nothing here downloads weights unless a pretrained tag is asked for.
+
+Modules, in import order: ``spec`` (:class:`TextContextSpec`), ``stretch`` (table
+stretching), ``text_rope`` (rotary attention blocks), ``towers`` (the 1..N-token classes),
+``upgrade`` (:func:`upgrade_text_context`), ``checkpoint`` (:func:`save_upgraded`,
+:func:`read_spec`), ``factory`` (the open_clip loader), ``evaluation``, ``data`` (caption and
+pair readers), ``distributed`` (``torchrun`` setup), ``loop`` (the shared training loop,
+:class:`StageConfig`), ``stages`` (TULIP distillation and fine-tuning), ``upgrade_cli``.
 """
 
+from multipos.clip.checkpoint import read_spec, save_upgraded
+from multipos.clip.data import read_captions, read_pairs
+from multipos.clip.distributed import DistInfo, init_distributed
+from multipos.clip.evaluation import evaluate_pairs, retrieval_recall, short_caption_preservation
 from multipos.clip.factory import (
     load_upgraded,
     open_clip_registered,
     register_open_clip,
     unregister_open_clip,
 )
+from multipos.clip.loop import StageConfig
+from multipos.clip.spec import Method, TextContextSpec, text_context_spec
+from multipos.clip.stages import distill_text_tower, finetune_long_captions, text_parameters
 from multipos.clip.stretch import kps_stretch, linear_stretch, stretch_positional_table
 from multipos.clip.text_rope import RotaryAttention, rotary_text_blocks
-from multipos.clip.upgrade import (
+from multipos.clip.towers import (
     LongTextCLIP,
     LongTextCustomCLIP,
     LongTextTransformer,
-    Method,
-    TextContextSpec,
-    read_spec,
-    save_upgraded,
-    text_context_spec,
     trim_tokens,
-    upgrade_text_context,
 )
+from multipos.clip.upgrade import upgrade_text_context
 
 __all__ = [
+    "DistInfo",
     "LongTextCLIP",
     "LongTextCustomCLIP",
     "LongTextTransformer",
     "Method",
     "RotaryAttention",
+    "StageConfig",
     "TextContextSpec",
+    "distill_text_tower",
+    "evaluate_pairs",
+    "finetune_long_captions",
+    "init_distributed",
     "kps_stretch",
     "linear_stretch",
     "load_upgraded",
     "open_clip_registered",
+    "read_captions",
+    "read_pairs",
     "read_spec",
     "register_open_clip",
+    "retrieval_recall",
     "rotary_text_blocks",
     "save_upgraded",
+    "short_caption_preservation",
     "stretch_positional_table",
     "text_context_spec",
+    "text_parameters",
     "trim_tokens",
     "unregister_open_clip",
     "upgrade_text_context",

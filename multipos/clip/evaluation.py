@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from multipos.clip.upgrade import text_context_spec, trim_tokens
+from multipos.clip.spec import text_context_spec
+from multipos.clip.towers import trim_tokens
 
 __all__ = [
     "encode_images",
@@ -111,7 +112,7 @@ def evaluate_pairs(
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Long-caption retrieval recall@K on ``(image path, caption)`` pairs (e.g. from
-    :func:`~multipos.clip.training.read_pairs`), captions tokenized by ``tokenizer``."""
+    :func:`~multipos.clip.read_pairs`), captions tokenized by ``tokenizer``."""
     images = []
     for path, _ in pairs:
         with Image.open(path) as image:

@@ -34,13 +34,9 @@ import open_clip.factory
 import torch
 from torch import nn
 
-from multipos.clip.upgrade import (
-    CONFIG_NAME,
-    WEIGHTS_NAME,
-    TextContextSpec,
-    _install,
-    read_spec,
-)
+from multipos.clip.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_spec
+from multipos.clip.spec import TextContextSpec
+from multipos.clip.upgrade import install_text_context
 
 __all__ = [
     "load_upgraded",
@@ -142,7 +138,7 @@ def _create_upgraded(
     quiet = _quiet_random_init_warning() if weights is not None else contextlib.nullcontext()
     with quiet:
         model = original(**arguments, load_weights=False, jit=False, **model_kwargs)
-    _install(model, spec)
+    install_text_context(model, spec)
     if weights is not None:
         open_clip.load_checkpoint(
             model, str(weights), strict=True, weights_only=weights_only, device="cpu"

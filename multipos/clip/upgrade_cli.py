@@ -28,21 +28,14 @@ from typing import Any
 import open_clip
 import torch
 
+from multipos.clip.checkpoint import save_upgraded
+from multipos.clip.data import read_captions, read_pairs
+from multipos.clip.distributed import init_distributed
 from multipos.clip.evaluation import evaluate_pairs, short_caption_preservation
-from multipos.clip.training import (
-    StageConfig,
-    distill_text_tower,
-    finetune_long_captions,
-    init_distributed,
-    read_captions,
-    read_pairs,
-)
-from multipos.clip.upgrade import (
-    METHODS,
-    TextContextSpec,
-    save_upgraded,
-    upgrade_text_context,
-)
+from multipos.clip.loop import StageConfig
+from multipos.clip.spec import METHODS, TextContextSpec
+from multipos.clip.stages import distill_text_tower, finetune_long_captions
+from multipos.clip.upgrade import upgrade_text_context
 
 __all__ = ["build_parser", "main", "resolve_model_name"]
 

@@ -16,17 +16,16 @@ open_clip = pytest.importorskip("open_clip", reason="the clip extra (open_clip_t
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from multipos.clip import load_upgraded, upgrade_text_context  # noqa: E402
-from multipos.clip.evaluation import (  # noqa: E402
-    retrieval_recall,
-    short_caption_preservation,
-)
-from multipos.clip.training import (  # noqa: E402
+from multipos.clip import (  # noqa: E402
     StageConfig,
     distill_text_tower,
     finetune_long_captions,
+    load_upgraded,
     read_captions,
     read_pairs,
+    retrieval_recall,
+    short_caption_preservation,
+    upgrade_text_context,
 )
 from multipos.clip.upgrade_cli import main  # noqa: E402
 from tests.clip.test_upgrade import build, tiny_cfg  # noqa: E402
@@ -118,6 +117,36 @@ def test_distillation_learns_and_keeps_the_projection() -> None:
     ):
         assert torch.equal(a, b), name
     assert all(p.requires_grad for p in student.parameters())
+
+
+@pytest.mark.parametrize("teacher_method", [None, "kps"])
+def test_distillation_on_short_captions(teacher_method: str | None) -> None:
+    """Captions shorter than 77 tokens: the student reads trimmed ids, an original teacher the
+    full 77 (its encode_text needs them); the first loss is the cosine distance before any
+    update."""
+    teacher = build(tiny_cfg())
+    if teacher_method is not None:
+        teacher = upgrade_text_context(teacher, teacher_method, 248)
+    student = upgrade_text_context(copy.deepcopy(build(tiny_cfg())), "rope", 248)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=77)
+    texts = captions(4, words=6)
+    ids = tokenizer(texts)
+    assert (ids[:, 20:] == 0).all()  # short enough to be trimmed
+    with torch.no_grad():
+        expected = 1.0 - torch.nn.functional.cosine_similarity(
+            student.encode_text(ids[:, :20]), teacher.encode_text(ids), dim=-1
+        )
+    losses = distill_text_tower(
+        teacher,
+        student,
+        texts,
+        tokenizer,
+        StageConfig(steps=2, batch_size=4, lr=1e-3, checkpoint_every=0),
+        progress=False,
+    )
+    assert len(losses) == 2
+    assert losses[0] == pytest.approx(float(expected.mean()), rel=1e-5, abs=1e-6)
+    assert losses[1] != losses[0]
 
 
 class _FailAfter:
