@@ -9,9 +9,10 @@ width 64, 4 heads) is trained with four position schemes:
 * ``none``: no PE (the model still sees the *undirected* adjacency through a learned
   per-head attention bias, as every variant does);
 * ``laplacian``: symmetrised Laplacian PE (k=8) through ``LaplacianPEEncoder``;
-* ``magnetic``: magnetic Laplacian PE (k=8, q=0.25 relative) through ``MagneticPEEncoder``;
+* ``magnetic``: magnetic Laplacian PE (k=8, q=0.25 relative) through
+  ``MagneticLaplacianPEEncoder``;
 * ``random_walk``: directional random walks (3 steps + PPR 0.1, forward and reverse,
-  pairwise) through ``RandomWalkBias`` as an attention bias.
+  pairwise) through ``DirectionalRandomWalkBias`` as an attention bias.
 
 Training: 1,500 graphs, 20 epochs of AdamW (lr 2e-3), batch 64; test: 500 graphs.
 Since the undirected structure is visible to all, only direction-aware PEs can tell
@@ -43,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_row
 
 from multipos.graph import (
+    DirectionalRandomWalkBias,
     LaplacianPEEncoder,
-    MagneticPEEncoder,
-    RandomWalkBias,
+    MagneticLaplacianPEEncoder,
     batched_laplacian_pe,
     batched_magnetic_laplacian_pe,
     directional_random_walk_pe,
@@ -137,8 +138,8 @@ class Net(nn.Module):
         self.src = nn.Embedding(2, D)
         self.adj_bias = nn.Parameter(torch.zeros(LAYERS, HEADS, 2))
         self.lap = LaplacianPEEncoder(K, D) if pe == "laplacian" else None
-        self.mag = MagneticPEEncoder(K, D) if pe == "magnetic" else None
-        self.rw = RandomWalkBias(8, HEADS) if pe == "random_walk" else None
+        self.mag = MagneticLaplacianPEEncoder(K, D) if pe == "magnetic" else None
+        self.rw = DirectionalRandomWalkBias(8, HEADS) if pe == "random_walk" else None
         self.layers = nn.ModuleList(Layer() for _ in range(LAYERS))
         self.out = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, 1))
 

@@ -8,10 +8,10 @@ r"""Encoders that turn graph PEs into node embeddings or attention biases.
   .. math::
       f(v_1, \dots, v_K) = \rho\left([\phi(v_j, \lambda_j) + \phi(-v_j, \lambda_j)]_{j=1}^K\right)
 
-* :class:`MagneticPEEncoder`: the same construction on ``(Re v_j, Im v_j, lambda_j)``, the
+* :class:`MagneticLaplacianPEEncoder`: the same construction on ``(Re v_j, Im v_j, lambda_j)``, the
   sign-symmetrised ``MagLapNet`` of "Transformers Meet Directed Graphs" (Geisler et al., 2023,
   arXiv:2302.00049), Sec. 3.
-* :class:`RandomWalkBias`: an MLP from the pairwise random-walk features of
+* :class:`DirectionalRandomWalkBias`: an MLP from the pairwise random-walk features of
   :func:`multipos.graph.directional_random_walk_pe` to one additive attention bias per head.
 
 Masked eigenvector columns (``mask`` false) contribute exactly zero.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LaplacianPEEncoder", "MagneticPEEncoder", "RandomWalkBias"]
+__all__ = ["DirectionalRandomWalkBias", "LaplacianPEEncoder", "MagneticLaplacianPEEncoder"]
 
 
 def _check_pos(name: str, value: object) -> int:
@@ -33,27 +33,27 @@ def _check_pos(name: str, value: object) -> int:
     return value
 
 
-def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
 
 
 class _SignInvariant(nn.Module):
     """``rho(concat_j [phi(x_j) + phi(-x_j)])`` with sign-flipped channels ``x_j[:flip]``."""
 
-    def __init__(self, in_features: int, k: int, dim: int, hidden: int) -> None:
+    def __init__(self, in_dim: int, k: int, out_dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.k = _check_pos("k", k)
-        self.dim = _check_pos("dim", dim)
-        self.hidden = _check_pos("hidden", hidden)
-        self.phi = _mlp(in_features, hidden, hidden)
-        self.rho = _mlp(k * hidden, hidden, dim)
+        self.out_dim = _check_pos("out_dim", out_dim)
+        self.hidden_dim = _check_pos("hidden_dim", hidden_dim)
+        self.phi = _mlp(in_dim, hidden_dim, hidden_dim)
+        self.rho = _mlp(k * hidden_dim, hidden_dim, out_dim)
 
     def _encode(self, signed: Tensor, unsigned: Tensor, mask: Tensor) -> Tensor:
         # signed: (N, K, S), unsigned: (N, K, U), mask: (N, K)
         pos = torch.cat([signed, unsigned], dim=-1)
         neg = torch.cat([-signed, unsigned], dim=-1)
-        h = (self.phi(pos) + self.phi(neg)) * mask.unsqueeze(-1).to(pos.dtype)  # (N, K, hidden)
-        out: Tensor = self.rho(h.flatten(1))  # (N, K * hidden) -> (N, dim)
+        h = (self.phi(pos) + self.phi(neg)) * mask.unsqueeze(-1).to(pos.dtype)  # (N, K, hidden_dim)
+        out: Tensor = self.rho(h.flatten(1))  # (N, K * hidden_dim) -> (N, out_dim)
         return out
 
 
@@ -67,22 +67,24 @@ class LaplacianPEEncoder(_SignInvariant):
         \mathrm{out}_u = \rho\left(\left[\phi(v_{uj}, \lambda_j) + \phi(-v_{uj},
         \lambda_j)\right]_{j=1}^{K}\right)
 
+    Registered as ``laplacian_pe_encoder``.
+
     Args:
         k: Number of eigenvectors ``K`` of the input.
-        dim: Output channels ``D``.
-        hidden: Width of ``phi`` and ``rho``.
+        out_dim: Width of the output node embedding.
+        hidden_dim: Width of ``phi`` and ``rho``.
 
     Shapes:
         ``vectors (N, K)``, ``values`` and ``mask`` broadcastable to ``(N, K)`` (per node, as
-        stored by :class:`~multipos.graph.AddLaplacianPE`, or ``(K,)``) -> ``(N, D)``.
+        stored by :class:`~multipos.graph.AddLaplacianPE`, or ``(K,)``) -> ``(N, out_dim)``.
 
     Raises:
-        TypeError / ValueError: If ``k``, ``dim`` or ``hidden`` is not a positive int, or the
-            input's last dimension is not ``K``.
+        TypeError / ValueError: If ``k``, ``out_dim`` or ``hidden_dim`` is not a positive int,
+            or the input's last dimension is not ``K``.
     """
 
-    def __init__(self, k: int, dim: int, hidden: int = 32) -> None:
-        super().__init__(2, k, dim, hidden)
+    def __init__(self, k: int, out_dim: int, hidden_dim: int = 32) -> None:
+        super().__init__(2, k, out_dim, hidden_dim)
 
     def forward(self, vectors: Tensor, values: Tensor, mask: Tensor) -> Tensor:
         if vectors.dim() != 2 or vectors.shape[-1] != self.k:
@@ -92,7 +94,7 @@ class LaplacianPEEncoder(_SignInvariant):
         return self._encode(vectors.unsqueeze(-1), values.unsqueeze(-1), mask)
 
 
-class MagneticPEEncoder(_SignInvariant):
+class MagneticLaplacianPEEncoder(_SignInvariant):
     r"""Sign-invariant encoder of magnetic Laplacian PEs (real, imaginary, eigenvalues).
 
     From "Transformers Meet Directed Graphs" (Geisler et al., 2023, arXiv:2302.00049),
@@ -102,23 +104,25 @@ class MagneticPEEncoder(_SignInvariant):
         \mathrm{out}_u = \rho\left(\left[\phi(\Re v_{uj}, \Im v_{uj}, \lambda_j)
         + \phi(-\Re v_{uj}, -\Im v_{uj}, \lambda_j)\right]_{j=1}^{QK}\right)
 
+    Registered as ``magnetic_laplacian_pe_encoder``.
+
     Args:
         k: Eigenvectors per potential ``K``.
-        dim: Output channels ``D``.
-        hidden: Width of ``phi`` and ``rho``.
+        out_dim: Width of the output node embedding.
+        hidden_dim: Width of ``phi`` and ``rho``.
         num_q: Number of potentials ``Q`` stacked in the input.
 
     Shapes:
         ``real``, ``imag``: ``(N, K)`` or ``(N, Q, K)``; ``values``, ``mask`` broadcastable to
-        them -> ``(N, D)``.
+        them -> ``(N, out_dim)``.
 
     Raises:
         TypeError / ValueError: On a non-positive size or a wrongly shaped input.
     """
 
-    def __init__(self, k: int, dim: int, hidden: int = 32, num_q: int = 1) -> None:
+    def __init__(self, k: int, out_dim: int, hidden_dim: int = 32, num_q: int = 1) -> None:
         self.num_q = _check_pos("num_q", num_q)
-        super().__init__(3, _check_pos("k", k) * num_q, dim, hidden)
+        super().__init__(3, _check_pos("k", k) * num_q, out_dim, hidden_dim)
         self.k_per_q = k
 
     def forward(self, real: Tensor, imag: Tensor, values: Tensor, mask: Tensor) -> Tensor:
@@ -138,7 +142,7 @@ class MagneticPEEncoder(_SignInvariant):
         return self._encode(signed, values.unsqueeze(-1), mask)
 
 
-class RandomWalkBias(nn.Module):
+class DirectionalRandomWalkBias(nn.Module):
     r"""Attention-logit bias from pairwise directional random-walk features.
 
     From "Transformers Meet Directed Graphs" (Geisler et al., 2023, arXiv:2302.00049),
@@ -147,21 +151,28 @@ class RandomWalkBias(nn.Module):
     .. math::
         b_{h, u v} = \mathrm{MLP}(R_{uv})_h
 
+    Registered as ``directional_random_walk_bias``.
+
     Args:
         num_features: ``F``, the last dimension of the pairwise features.
         num_heads: ``H``.
-        hidden: Width of the MLP.
+        hidden_dim: Width of the MLP.
 
     Shapes:
         ``features (B, N, N, F)`` (e.g. from
         :func:`multipos.graph.transforms.pairwise_to_dense`) -> ``(B, H, N, N)``.
+
+    Raises:
+        TypeError / ValueError: If ``num_features``, ``num_heads`` or ``hidden_dim`` is not a
+            positive int, or ``features`` is not ``(B, N, N, F)``.
     """
 
-    def __init__(self, num_features: int, num_heads: int, hidden: int = 32) -> None:
+    def __init__(self, num_features: int, num_heads: int, hidden_dim: int = 32) -> None:
         super().__init__()
         self.num_features = _check_pos("num_features", num_features)
         self.num_heads = _check_pos("num_heads", num_heads)
-        self.mlp = _mlp(num_features, _check_pos("hidden", hidden), num_heads)
+        self.hidden_dim = _check_pos("hidden_dim", hidden_dim)
+        self.mlp = _mlp(num_features, hidden_dim, num_heads)
 
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() != 4 or features.shape[-1] != self.num_features:
