@@ -8,6 +8,11 @@ from hypothesis import settings
 # Tiny models run far faster on one thread, and CI machines have only two cores.
 torch.set_num_threads(1)
 
+# The default run is offline: a test that reaches for the Hugging Face Hub fails at once
+# instead of downloading. Subprocesses started by tests inherit these.
+for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_key, "1")
+
 # CI replays a fixed set of examples so that a run is reproducible; local runs explore.
 settings.register_profile(
     "multipos", max_examples=40, deadline=None, derandomize=bool(os.environ.get("CI"))

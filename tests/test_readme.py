@@ -181,6 +181,17 @@ def test_parser_finds_sections_blocks_and_markers() -> None:
     assert parse_readme("<!-- readme-test: run -->\n").problems[0].startswith("line 1: expected")
 
 
+def _is_local(host: Any) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """A fresh working directory, offline settings, and no sockets to other machines."""
@@ -188,24 +199,36 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
         monkeypatch.setenv(key, value)
     for key in ("HF_HOME", "TORCH_HOME", "XDG_CACHE_HOME"):
         monkeypatch.setenv(key, str(tmp_path / "cache" / key.lower()))
-    real_connect = socket.socket.connect
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def connect(self: socket.socket, address: Any) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            host = address[0]
-            try:
-                local = host == "localhost" or ipaddress.ip_address(host).is_loopback
-            except ValueError:
-                local = False
-            if not local:
-                raise OSError(f"README blocks must run offline; tried to connect to {address!r}")
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+            raise OSError(f"README blocks must run offline; tried to connect to {address!r}")
         real_connect(self, address)
 
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and not _is_local(host):
+            raise OSError(f"README blocks must run offline; tried to look up {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     yield work
+
+
+def test_offline_fixture_refuses_other_machines(offline: Path) -> None:
+    assert Path.cwd() == offline and not any(offline.iterdir())
+    with pytest.raises(OSError, match="offline"):
+        socket.create_connection(("192.0.2.1", 443), timeout=1)
+    with pytest.raises(OSError, match="offline"):
+        socket.create_connection(("huggingface.co", 443), timeout=1)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        socket.create_connection(server.getsockname(), timeout=1).close()
 
 
 @pytest.mark.parametrize("section", SECTIONS)
