@@ -23,17 +23,28 @@ from multipos.fourier import LearnableFourierFeatures
 from multipos.frequencies import FrequencyScaling, rotary_inv_freq, scaled_inv_freq
 from multipos.irpe import IRPE, RelativePositionBias
 from multipos.positions import GridPositions, build_grid_positions, build_sequence_positions
-from multipos.registry import SchemeSpec, create_scheme, get_scheme, list_schemes, register_scheme
-from multipos.rotary import RotaryEmbedding, apply_rotary, rotate_pairs
+from multipos.registry import (
+    Integration,
+    SchemeSpec,
+    create_scheme,
+    get_scheme,
+    list_schemes,
+    register_integration,
+    register_scheme,
+    scheme_defaults,
+)
+from multipos.rotary import RotaryEmbedding, RotaryTables, apply_rotary, rotate_pairs
 
 __all__ = [
     "IRPE",
     "ContextualBias",
     "FrequencyScaling",
     "GridPositions",
+    "Integration",
     "LearnableFourierFeatures",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "RotaryTables",
     "SchemeSpec",
     "ValueBias",
     "__version__",
@@ -49,9 +60,11 @@ __all__ = [
     "irpe_piecewise_index",
     "list_schemes",
     "positions",
+    "register_integration",
     "register_scheme",
     "rotary_inv_freq",
     "rotate_pairs",
     "scaled_inv_freq",
+    "scheme_defaults",
     "value_bias",
 ]

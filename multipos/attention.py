@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multipos.bias import ContextualBias, ValueBias, contextual_bias, value_bias
-from multipos.rotary import Layout, apply_rotary
+from multipos.rotary import Layout, RotaryTables, apply_rotary
 
 __all__ = ["ContextualBias", "ValueBias", "attention"]
 
@@ -38,6 +38,28 @@ def _add(total: Tensor | None, term: Tensor) -> Tensor:
     return term if total is None else total + term
 
 
+def _rotary_layout(
+    rotary: tuple[Tensor, Tensor], rotary_k: tuple[Tensor, Tensor] | None, layout: Layout | None
+) -> Layout:
+    """The one layout of the tables, from the tables themselves or from ``layout``."""
+    found, source = layout, "layout"
+    for name, tables in (("rotary", rotary), ("rotary_k", rotary_k)):
+        if not isinstance(tables, RotaryTables):
+            continue
+        if found is not None and tables.layout != found:
+            raise ValueError(
+                f"{name} tables were built for layout={tables.layout!r} but {source} says "
+                f"{found!r}; rotating with the other pairing breaks the relative-position property"
+            )
+        found, source = tables.layout, name
+    if found is None:
+        raise ValueError(
+            "rotary is a plain (cos, sin) pair: pass the RotaryTables a rotary embedding returns "
+            "(they carry their layout) or layout='half' / 'interleaved' as they were built"
+        )
+    return found
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -45,7 +67,7 @@ def attention(
     *,
     rotary: tuple[Tensor, Tensor] | None = None,
     rotary_k: tuple[Tensor, Tensor] | None = None,
-    layout: Layout = "half",
+    layout: Layout | None = None,
     bias: Tensor | None = None,
     contextual: Sequence[ContextualBias] = (),
     values: Sequence[ValueBias] = (),
@@ -73,10 +95,12 @@ def attention(
         q: ``(B, H, L, D)``.
         k: ``(B, H, S, D)``.
         v: ``(B, H, S, Dv)``.
-        rotary: ``(cos, sin)`` for the queries, ``(..., L, R)``; also used for the keys
-            unless ``rotary_k`` is given.
-        rotary_k: ``(cos, sin)`` for the keys, ``(..., S, R)``.
-        layout: Channel pairing of the rotary tables, ``"half"`` or ``"interleaved"``.
+        rotary: :class:`~multipos.rotary.RotaryTables` ``(cos, sin)`` for the queries,
+            ``(..., L, R)``, as a rotary embedding returns them; also used for the keys unless
+            ``rotary_k`` is given. A plain ``(cos, sin)`` pair needs ``layout``.
+        rotary_k: Tables for the keys, ``(..., S, R)``.
+        layout: Channel pairing, ``"half"`` or ``"interleaved"``. Read from the tables when
+            they carry it (then an explicit value must agree); required for plain pairs.
         bias: Additive logit bias broadcastable to ``(B, H, L, S)``.
         contextual: Query/key-dependent biases (iRPE contextual mode).
         values: Value-side terms (iRPE on values).
@@ -90,8 +114,9 @@ def attention(
         ``(B, H, L, Dv)`` in the dtype of ``q``.
 
     Raises:
-        ValueError: If q, k, v are not 4-D with matching batch/heads, or a ``ContextualBias``
-            has an unknown ``on``.
+        ValueError: If q, k, v are not 4-D with matching batch/heads, a ``ContextualBias``
+            has an unknown ``on``, the rotary layout is missing, or ``layout``, ``rotary`` and
+            ``rotary_k`` name different layouts.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
@@ -101,10 +126,13 @@ def attention(
     if k.shape[:2] != v.shape[:2] or k.shape[-2] != v.shape[-2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     if rotary is not None:
-        q = apply_rotary(q, *rotary, layout=layout)
-        k = apply_rotary(k, *(rotary_k if rotary_k is not None else rotary), layout=layout)
+        pairing = _rotary_layout(rotary, rotary_k, layout)
+        q = apply_rotary(q, *rotary, layout=pairing)
+        k = apply_rotary(k, *(rotary_k if rotary_k is not None else rotary), layout=pairing)
     elif rotary_k is not None:
         raise ValueError("rotary_k given without rotary")
+    elif layout is not None:
+        raise ValueError(f"layout={layout!r} given without rotary tables")
     if scale is None:
         scale = q.shape[-1] ** -0.5
     length, span = q.shape[-2], k.shape[-2]

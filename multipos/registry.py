@@ -5,6 +5,11 @@ must carry: the paper it implements, a one-line summary, a tiny configuration an
 that builds sample inputs for that configuration. Registering a scheme enrols it in the
 contract tests (forward/backward, ``state_dict`` round trip, dtype, compile), which are
 parametrised over :func:`list_schemes`.
+
+The registry is the one source of scheme names and defaults: a factory is usually the module
+class itself, so its signature holds every default once (:func:`scheme_defaults` reads them),
+and framework adapters attach what they need to a registered name with
+:func:`register_integration` (``multipos.vision`` does so for timm's ``pos_scheme``).
 """
 
 from __future__ import annotations
@@ -13,23 +18,41 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
 import torch
 from torch import nn
 
 __all__ = [
+    "Integration",
     "SchemeSpec",
     "create_scheme",
     "get_scheme",
     "list_schemes",
+    "register_integration",
     "register_scheme",
+    "scheme_defaults",
 ]
 
 Factory = Callable[..., nn.Module]
 SampleInputs = Callable[[nn.Module, torch.Generator], tuple[Any, ...]]
 F = TypeVar("F", bound=Factory)
+
+
+@dataclass(frozen=True)
+class Integration:
+    """How a framework adapter offers a registered scheme.
+
+    Attributes:
+        target: The adapter, e.g. ``"timm"``.
+        usage: One line telling a user how to reach the scheme there (``multipos list``).
+        metadata: What the adapter needs to build the scheme into its models.
+    """
+
+    target: str
+    usage: str
+    metadata: Any = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,8 @@ class SchemeSpec:
             It may also draw random values into parameters that start at zero (iRPE tables),
             so that the sample exercises every term; call it on throwaway modules.
         domain: ``"core"`` or the subpackage that registered it (``"vision"``, ``"graph"``...).
+        integrations: Adapters offering the scheme, by target (see
+            :func:`register_integration`).
     """
 
     name: str
@@ -55,6 +80,7 @@ class SchemeSpec:
     tiny: Mapping[str, Any] = field(default_factory=dict)
     sample_inputs: SampleInputs | None = None
     domain: str = "core"
+    integrations: Mapping[str, Integration] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, SchemeSpec] = {}
@@ -108,7 +134,8 @@ def register_scheme(
 
     Args:
         name: Registry name (``family[_variant]``, snake case).
-        factory: Callable returning an ``nn.Module``. If omitted, returns a decorator.
+        factory: Callable returning an ``nn.Module``, preferably the module class itself so
+            that its signature holds each default once. If omitted, returns a decorator.
         paper: The paper implemented (title, authors, year, arXiv id).
         summary: One line describing what the module computes.
         tiny: Keyword arguments of a tiny configuration for the contract tests.
@@ -182,7 +209,7 @@ def create_scheme(name: str, **kwargs: Any) -> nn.Module:
     """Build the scheme registered under ``name`` with keyword arguments ``kwargs``.
 
     Example:
-        >>> rope = create_scheme("rope_yarn", dim=64, factor=4.0, original_length=2048)
+        >>> rope = create_scheme("rope_yarn", head_dim=64, factor=4.0, original_length=2048)
 
     Raises:
         ValueError: If ``name`` is unknown (the message lists the registered names).
@@ -200,6 +227,63 @@ def create_scheme(name: str, **kwargs: Any) -> nn.Module:
     return spec.factory(**kwargs)
 
 
-def list_schemes(pattern: str = "*") -> list[str]:
-    """Sorted names of the registered schemes matching the shell-style ``pattern``."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+def scheme_defaults(name: str) -> dict[str, Any]:
+    """Default keyword values of the factory registered under ``name``.
+
+    Adapters read their defaults here instead of writing them again, so ``create_scheme(name)``
+    and the adapter's options agree.
+
+    Raises:
+        ValueError: If ``name`` is unknown.
+    """
+    sig = inspect.signature(get_scheme(name).factory)
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.default is not inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+
+
+def register_integration(
+    name: str, target: str, metadata: Any = None, *, usage: str, overwrite: bool = False
+) -> None:
+    """Record that the adapter ``target`` offers the registered scheme ``name``.
+
+    Example:
+        ``multipos.vision`` registers ``("irpe", "timm", ViTScheme(...))``, which makes
+        ``"irpe"`` a valid ``pos_scheme`` of its timm models.
+
+    Args:
+        name: A registered scheme name.
+        target: The adapter, e.g. ``"timm"``.
+        metadata: What the adapter needs to build the scheme.
+        usage: One line telling a user how to reach it, shown by ``multipos list``.
+        overwrite: Replace an existing integration of the same target instead of raising.
+
+    Raises:
+        ValueError: If ``name`` is not registered, or ``target`` already integrates it and
+            ``overwrite`` is false.
+    """
+    spec = get_scheme(name)
+    if target in spec.integrations and not overwrite:
+        raise ValueError(
+            f"scheme {name!r} already has a {target!r} integration; pass overwrite=True"
+        )
+    entry = Integration(target=target, usage=usage, metadata=metadata)
+    _REGISTRY[name] = replace(spec, integrations={**spec.integrations, target: entry})
+
+
+def list_schemes(pattern: str = "*", *, integration: str | None = None) -> list[str]:
+    """Sorted names of the registered schemes matching the shell-style ``pattern``.
+
+    Args:
+        pattern: Shell-style filter, e.g. ``"rope*"``.
+        integration: Keep only schemes that this adapter offers (e.g. ``"timm"``).
+    """
+    return sorted(
+        n
+        for n, spec in _REGISTRY.items()
+        if fnmatch.fnmatchcase(n, pattern)
+        and (integration is None or integration in spec.integrations)
+    )

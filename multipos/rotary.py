@@ -15,7 +15,14 @@ from torch import Tensor, nn
 
 from multipos.frequencies import FrequencyScaling, rotary_inv_freq, scaled_inv_freq
 
-__all__ = ["Layout", "RotaryEmbedding", "Spectrum", "apply_rotary", "rotate_pairs"]
+__all__ = [
+    "Layout",
+    "RotaryEmbedding",
+    "RotaryTables",
+    "Spectrum",
+    "apply_rotary",
+    "rotate_pairs",
+]
 
 Layout = Literal["half", "interleaved"]
 Spectrum = Literal["per_axis", "shared"]
@@ -28,7 +35,47 @@ def _check_layout(layout: str) -> None:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
-def rotate_pairs(x: Tensor, layout: Layout = "half") -> Tensor:
+class RotaryTables(tuple[Tensor, Tensor]):
+    """``(cos, sin)`` rotary tables that carry the channel layout they were built for.
+
+    A pair, so ``cos, sin = tables`` works; :func:`multipos.attention` reads ``layout`` from it,
+    so a table built for one pairing cannot be applied with the other. Returned by
+    :class:`RotaryEmbedding` and :class:`multipos.vision.MixedRotaryEmbedding`.
+
+    Args:
+        cos: ``(..., L, D)``.
+        sin: Same shape as ``cos``.
+        layout: ``"half"`` or ``"interleaved"``: how the tables pair the channels.
+
+    Raises:
+        ValueError: If ``layout`` is unknown.
+    """
+
+    layout: Layout
+
+    def __new__(cls, cos: Tensor, sin: Tensor, layout: Layout) -> RotaryTables:
+        _check_layout(layout)
+        tables = super().__new__(cls, (cos, sin))
+        tables.layout = layout
+        return tables
+
+    def __getnewargs__(self) -> tuple[Tensor, Tensor, Layout]:
+        # Copy and pickle through __new__, which needs the layout.
+        return self[0], self[1], self.layout
+
+    @property
+    def cos(self) -> Tensor:
+        return self[0]
+
+    @property
+    def sin(self) -> Tensor:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"RotaryTables(shape={tuple(self[0].shape)}, layout={self.layout!r})"
+
+
+def rotate_pairs(x: Tensor, layout: Layout) -> Tensor:
     r"""Map each channel pair :math:`(a, b)` to :math:`(-b, a)` (multiplication by ``i``).
 
     ``"half"`` pairs channel ``i`` with ``i + D/2`` (GPT-NeoX, Hugging Face Llama);
@@ -62,7 +109,7 @@ def _complex_ok(x: Tensor, cos: Tensor, sin: Tensor) -> bool:
     )
 
 
-def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout = "half") -> Tensor:
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> Tensor:
     r"""Rotate the channel pairs of ``x`` by the angles whose cos/sin are given.
 
     From "RoFormer: Enhanced Transformer with Rotary Position Embedding" (Su et al., 2021,
@@ -80,8 +127,9 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout = "half") -
         x: ``(..., L, D)``, e.g. ``q: (B, H, L, D)``.
         cos: ``(..., L, R)`` broadcastable to ``x``, as returned by :class:`RotaryEmbedding`.
         sin: Same shape as ``cos``.
-        layout: ``"half"`` or ``"interleaved"``; must match the layout ``cos``/``sin`` were
-            built with.
+        layout: ``"half"`` or ``"interleaved"``; required, and must be the layout ``cos``/``sin``
+            were built with (``tables.layout`` of the :class:`RotaryTables` they came from).
+            :func:`multipos.attention` takes the tables whole and checks this for you.
 
     Returns:
         Tensor of the shape and dtype of ``x``.
@@ -122,7 +170,7 @@ def _resolve_sections(num_slots: int, num_axes: int, sections: Sequence[int] | N
         if num_slots % num_axes:
             raise ValueError(
                 f"cannot split {num_slots} channel pairs evenly over {num_axes} axes; "
-                "pass sections=(pairs per axis, ...) summing to dim // 2"
+                "pass sections=(pairs per axis, ...) summing to head_dim // 2"
             )
         return [num_slots // num_axes] * num_axes
     out = [int(s) for s in sections]
@@ -130,7 +178,7 @@ def _resolve_sections(num_slots: int, num_axes: int, sections: Sequence[int] | N
         raise ValueError(f"sections {out} must have one entry per axis (num_axes={num_axes})")
     if any(s < 0 for s in out) or sum(out) != num_slots:
         raise ValueError(
-            f"sections {out} must be non-negative channel-pair counts summing to dim // 2 "
+            f"sections {out} must be non-negative channel-pair counts summing to head_dim // 2 "
             f"= {num_slots}"
         )
     return out
@@ -161,8 +209,9 @@ class RotaryEmbedding(nn.Module):
     module's dtype: casting the module to bf16/fp16 keeps the frequencies in float32.
 
     Args:
-        dim: Rotary channels per head ``D`` (even). May be less than the head size for
-            partial rotary; see :func:`apply_rotary`.
+        head_dim: Channels per head that rotate, ``D`` (even): the attention head width, or
+            less for partial rotary (the remaining channels pass through; see
+            :func:`apply_rotary`).
         num_axes: Position axes ``A``.
         sections: Channel pairs per axis, summing to ``D / 2``; default: an even split.
         spectrum: ``"per_axis"`` or ``"shared"`` (see above).
@@ -175,10 +224,10 @@ class RotaryEmbedding(nn.Module):
 
     Shape:
         ``forward(positions)`` with ``positions: (A, ..., L)`` (or ``(L,)`` when ``A = 1``)
-        returns ``(cos, sin)``, each ``(..., L, D)``.
+        returns :class:`RotaryTables` ``(cos, sin)``, each ``(..., L, D)``, carrying ``layout``.
 
     Raises:
-        ValueError: On an odd ``dim``, sections that do not sum to ``D / 2``, an unknown
+        ValueError: On an odd ``head_dim``, sections that do not sum to ``D / 2``, an unknown
             ``layout``/``spectrum``, or positions whose first axis is not ``A``.
     """
 
@@ -187,7 +236,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(
         self,
-        dim: int,
+        head_dim: int,
         *,
         num_axes: int = 1,
         sections: Sequence[int] | None = None,
@@ -198,14 +247,14 @@ class RotaryEmbedding(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if dim <= 0 or dim % 2:
-            raise ValueError(f"rotary dim must be a positive even number, got {dim}")
+        if head_dim <= 0 or head_dim % 2:
+            raise ValueError(f"head_dim must be a positive even number, got {head_dim}")
         _check_layout(layout)
         if spectrum not in SPECTRA:
             raise ValueError(f"spectrum must be one of {SPECTRA}, got {spectrum!r}")
-        self.dim = dim
+        self.head_dim = head_dim
         self.num_axes = num_axes
-        self.sections = _resolve_sections(dim // 2, num_axes, sections)
+        self.sections = _resolve_sections(head_dim // 2, num_axes, sections)
         self.spectrum: Spectrum = spectrum
         self.base = float(base)
         self.layout: Layout = layout
@@ -221,9 +270,9 @@ class RotaryEmbedding(nn.Module):
     def _build_inv_freq(self, device: torch.device | str | None) -> Tensor:
         if self.scaling.kind == "dynamic":
             # Depends on the current length: computed in forward. Unscaled kept for reference.
-            return rotary_inv_freq(self.dim, self.base).to(device)
+            return rotary_inv_freq(self.head_dim, self.base).to(device)
         if self.spectrum == "shared" or self.num_axes == 1:
-            return scaled_inv_freq(self.dim, self.base, self.scaling).to(device)
+            return scaled_inv_freq(self.head_dim, self.base, self.scaling).to(device)
         parts = [scaled_inv_freq(2 * s, self.base, self.scaling) for s in self.sections if s > 0]
         return torch.cat(parts).to(device)
 
@@ -237,7 +286,7 @@ class RotaryEmbedding(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor arguments, for saving alongside a checkpoint."""
         return {
-            "dim": self.dim,
+            "head_dim": self.head_dim,
             "num_axes": self.num_axes,
             "sections": list(self.sections),
             "spectrum": self.spectrum,
@@ -247,7 +296,7 @@ class RotaryEmbedding(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        s = f"dim={self.dim}, num_axes={self.num_axes}, sections={self.sections}, "
+        s = f"head_dim={self.head_dim}, num_axes={self.num_axes}, sections={self.sections}, "
         s += f"spectrum={self.spectrum!r}, base={self.base:g}, layout={self.layout!r}"
         if self.scaling.kind != "none":
             s += f", scaling={self.scaling}"
@@ -272,7 +321,7 @@ class RotaryEmbedding(nn.Module):
         inv_freq = self.inv_freq.to(wide)
         if self.scaling.kind == "dynamic":
             current = pos.amax() + 1 if length is None else torch.as_tensor(length)
-            inv_freq = scaled_inv_freq(self.dim, self.base, self.scaling, current).to(
+            inv_freq = scaled_inv_freq(self.head_dim, self.base, self.scaling, current).to(
                 device=pos.device, dtype=wide
             )
         if self.num_axes == 1:
@@ -285,8 +334,8 @@ class RotaryEmbedding(nn.Module):
         positions: Tensor,
         length: Tensor | float | None = None,
         dtype: torch.dtype | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Return ``(cos, sin)``, each ``(..., L, D)`` in the given layout.
+    ) -> RotaryTables:
+        """Return :class:`RotaryTables` ``(cos, sin)``, each ``(..., L, D)``, in this layout.
 
         Args:
             positions: ``(A, ..., L)``; ``(L,)`` is accepted when ``A = 1``.
@@ -304,4 +353,4 @@ class RotaryEmbedding(nn.Module):
             cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
         if dtype is not None:
             cos, sin = cos.to(dtype), sin.to(dtype)
-        return cos, sin
+        return RotaryTables(cos, sin, self.layout)

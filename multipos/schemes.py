@@ -1,7 +1,9 @@
 """Registrations of the core schemes (imported by ``multipos``).
 
-Each factory takes only keyword arguments that mean one thing library-wide (``dim``, ``base``,
-``layout``, ``factor``...), so ``create_scheme`` can list the valid ones on a typo.
+Each factory takes only keyword arguments that mean one thing library-wide (``head_dim``,
+``num_heads``, ``base``, ``layout``, ``factor``...), so ``create_scheme`` can list the valid ones
+on a typo. Where a scheme is one module with its paper's defaults (LFF, iRPE), the class itself
+is registered, so its signature is the one place those defaults are written.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multipos.bias import IRPEMethod, IRPEMode
 from multipos.fourier import LearnableFourierFeatures
 from multipos.frequencies import FrequencyScaling
 from multipos.irpe import IRPE
@@ -40,11 +41,11 @@ def _positions(
     "rope",
     paper=ROFORMER,
     summary="1-D rotary cos/sin tables from float positions",
-    tiny={"dim": 8},
+    tiny={"head_dim": 8},
     sample_inputs=_positions(1),
 )
-def rope(dim: int, *, base: float = 10000.0, layout: Layout = "half") -> RotaryEmbedding:
-    return RotaryEmbedding(dim, base=base, layout=layout)
+def rope(head_dim: int, *, base: float = 10000.0, layout: Layout = "half") -> RotaryEmbedding:
+    return RotaryEmbedding(head_dim, base=base, layout=layout)
 
 
 @register_scheme(
@@ -52,14 +53,14 @@ def rope(dim: int, *, base: float = 10000.0, layout: Layout = "half") -> RotaryE
     paper="Extending Context Window of Large Language Models via Positional Interpolation "
     "(Chen et al., 2023, arXiv:2306.15595)",
     summary="RoPE with positions divided by the extension factor (position interpolation)",
-    tiny={"dim": 8, "factor": 4.0},
+    tiny={"head_dim": 8, "factor": 4.0},
     sample_inputs=_positions(1),
 )
 def rope_linear(
-    dim: int, *, factor: float, base: float = 10000.0, layout: Layout = "half"
+    head_dim: int, *, factor: float, base: float = 10000.0, layout: Layout = "half"
 ) -> RotaryEmbedding:
     return RotaryEmbedding(
-        dim, base=base, layout=layout, scaling={"kind": "linear", "factor": factor}
+        head_dim, base=base, layout=layout, scaling={"kind": "linear", "factor": factor}
     )
 
 
@@ -68,13 +69,15 @@ def rope_linear(
     paper="NTK-aware scaled RoPE (bloc97, 2023), as analysed in YaRN (Peng et al., 2023, "
     "arXiv:2309.00071)",
     summary="RoPE with the base raised to base * factor^(d/(d-2))",
-    tiny={"dim": 8, "factor": 4.0},
+    tiny={"head_dim": 8, "factor": 4.0},
     sample_inputs=_positions(1),
 )
 def rope_ntk(
-    dim: int, *, factor: float, base: float = 10000.0, layout: Layout = "half"
+    head_dim: int, *, factor: float, base: float = 10000.0, layout: Layout = "half"
 ) -> RotaryEmbedding:
-    return RotaryEmbedding(dim, base=base, layout=layout, scaling={"kind": "ntk", "factor": factor})
+    return RotaryEmbedding(
+        head_dim, base=base, layout=layout, scaling={"kind": "ntk", "factor": factor}
+    )
 
 
 @register_scheme(
@@ -82,11 +85,11 @@ def rope_ntk(
     paper="Dynamic NTK scaling (emozilla, 2023), as analysed in YaRN (Peng et al., 2023, "
     "arXiv:2309.00071)",
     summary="RoPE whose NTK base grows with the current length beyond original_length",
-    tiny={"dim": 8, "factor": 2.0, "original_length": 16},
+    tiny={"head_dim": 8, "factor": 2.0, "original_length": 16},
     sample_inputs=_positions(1),
 )
 def rope_dynamic(
-    dim: int,
+    head_dim: int,
     *,
     factor: float,
     original_length: float,
@@ -94,7 +97,7 @@ def rope_dynamic(
     layout: Layout = "half",
 ) -> RotaryEmbedding:
     scaling = FrequencyScaling("dynamic", factor=factor, original_length=original_length)
-    return RotaryEmbedding(dim, base=base, layout=layout, scaling=scaling)
+    return RotaryEmbedding(head_dim, base=base, layout=layout, scaling=scaling)
 
 
 @register_scheme(
@@ -102,11 +105,11 @@ def rope_dynamic(
     paper="YaRN: Efficient Context Window Extension of Large Language Models (Peng et al., "
     "2023, arXiv:2309.00071)",
     summary="RoPE with per-frequency interpolation ramp and attention temperature",
-    tiny={"dim": 8, "factor": 4.0, "original_length": 16},
+    tiny={"head_dim": 8, "factor": 4.0, "original_length": 16},
     sample_inputs=_positions(1),
 )
 def rope_yarn(
-    dim: int,
+    head_dim: int,
     *,
     factor: float,
     original_length: float,
@@ -124,41 +127,41 @@ def rope_yarn(
         beta_slow=beta_slow,
         attention_factor=attention_factor,
     )
-    return RotaryEmbedding(dim, base=base, layout=layout, scaling=scaling)
+    return RotaryEmbedding(head_dim, base=base, layout=layout, scaling=scaling)
 
 
 @register_scheme(
     "rope_axial_2d",
     paper=ROPE_VIT,
     summary="2-D axial RoPE: half of the channel pairs per image axis, full spectrum each",
-    tiny={"dim": 8},
+    tiny={"head_dim": 8},
     sample_inputs=_positions(2, scale=6.0),
 )
 def rope_axial_2d(
-    dim: int,
+    head_dim: int,
     *,
     base: float = 100.0,
     layout: Layout = "interleaved",
     scaling: FrequencyScaling | Mapping[str, Any] | str | None = None,
 ) -> RotaryEmbedding:
-    return RotaryEmbedding(dim, num_axes=2, base=base, layout=layout, scaling=scaling)
+    return RotaryEmbedding(head_dim, num_axes=2, base=base, layout=layout, scaling=scaling)
 
 
 @register_scheme(
     "rope_axial_3d",
     paper=ROPE_VIT,
     summary="3-D axial RoPE for video (time, rows, cols), full spectrum per axis",
-    tiny={"dim": 12},
+    tiny={"head_dim": 12},
     sample_inputs=_positions(3, scale=6.0),
 )
 def rope_axial_3d(
-    dim: int,
+    head_dim: int,
     *,
     sections: Sequence[int] | None = None,
     base: float = 100.0,
     layout: Layout = "interleaved",
 ) -> RotaryEmbedding:
-    return RotaryEmbedding(dim, num_axes=3, sections=sections, base=base, layout=layout)
+    return RotaryEmbedding(head_dim, num_axes=3, sections=sections, base=base, layout=layout)
 
 
 @register_scheme(
@@ -166,44 +169,31 @@ def rope_axial_3d(
     paper="Qwen2-VL: Enhancing Vision-Language Model's Perception of the World at Any "
     "Resolution (Wang et al., 2024, arXiv:2409.12191)",
     summary="multimodal RoPE: one spectrum split into contiguous sections, one per axis",
-    tiny={"dim": 16, "sections": (2, 3, 3)},
+    tiny={"head_dim": 16, "sections": (2, 3, 3)},
     sample_inputs=_positions(3, scale=10.0),
 )
 def rope_sectioned(
-    dim: int, *, sections: Sequence[int], base: float = 10000.0, layout: Layout = "half"
+    head_dim: int, *, sections: Sequence[int], base: float = 10000.0, layout: Layout = "half"
 ) -> RotaryEmbedding:
     return RotaryEmbedding(
-        dim, num_axes=len(sections), sections=sections, spectrum="shared", base=base, layout=layout
+        head_dim,
+        num_axes=len(sections),
+        sections=sections,
+        spectrum="shared",
+        base=base,
+        layout=layout,
     )
 
 
-@register_scheme(
+register_scheme(
     "lff",
+    LearnableFourierFeatures,
     paper="Learnable Fourier Features for Multi-Dimensional Spatial Positional Encoding "
     "(Li et al., 2021, arXiv:2106.02795)",
     summary="absolute PE: learnable Fourier features of continuous coordinates and an MLP",
-    tiny={"pos_dim": 2, "dim": 16, "num_features": 8, "hidden_dim": 8},
+    tiny={"num_axes": 2, "dim": 16, "num_features": 8, "hidden_dim": 8},
     sample_inputs=lambda module, g: (torch.rand(2, 2, 5, generator=g),),
 )
-def lff(
-    pos_dim: int,
-    dim: int,
-    *,
-    num_features: int = 128,
-    hidden_dim: int = 64,
-    groups: int = 1,
-    gamma: float = 10.0,
-    generator: torch.Generator | None = None,
-) -> LearnableFourierFeatures:
-    return LearnableFourierFeatures(
-        pos_dim,
-        dim,
-        num_features=num_features,
-        hidden_dim=hidden_dim,
-        groups=groups,
-        gamma=gamma,
-        generator=generator,
-    )
 
 
 def _irpe_inputs(module: nn.Module, generator: torch.Generator) -> tuple[Tensor, ...]:
@@ -218,32 +208,12 @@ def _irpe_inputs(module: nn.Module, generator: torch.Generator) -> tuple[Tensor,
     return q, k, v, module.buckets(grid.patches)
 
 
-@register_scheme(
+register_scheme(
     "irpe",
+    IRPE,
     paper="Rethinking and Improving Relative Position Encoding for Vision Transformer "
     "(Wu et al., 2021, arXiv:2107.14222)",
     summary="image relative position encoding: piecewise buckets, bias/contextual on q, k, v",
     tiny={"num_heads": 2, "head_dim": 8, "on": "qkv"},
     sample_inputs=_irpe_inputs,
 )
-def irpe(
-    num_heads: int,
-    head_dim: int,
-    *,
-    method: IRPEMethod = "product",
-    mode: IRPEMode = "contextual",
-    on: str = "k",
-    ratio: float = 1.9,
-    shared_heads: bool = True,
-    num_prefix_tokens: int = 1,
-) -> IRPE:
-    return IRPE(
-        num_heads,
-        head_dim,
-        method=method,
-        mode=mode,
-        on=on,
-        ratio=ratio,
-        shared_heads=shared_heads,
-        num_prefix_tokens=num_prefix_tokens,
-    )

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import multipos
 from multipos import ContextualBias, RotaryEmbedding, ValueBias, apply_rotary, attention
 
 
@@ -33,9 +34,11 @@ def test_plain_is_sdpa(qkv) -> None:
 
 def test_rotary_rotates_q_and_k(qkv) -> None:
     q, k, v = qkv
-    cos, sin = RotaryEmbedding(8)(torch.arange(6.0) * 3)
-    expected = _manual(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
-    torch.testing.assert_close(attention(q, k, v, rotary=(cos, sin)), expected)
+    tables = RotaryEmbedding(8)(torch.arange(6.0) * 3)
+    cos, sin = tables
+    expected = _manual(apply_rotary(q, cos, sin, "half"), apply_rotary(k, cos, sin, "half"), v)
+    torch.testing.assert_close(attention(q, k, v, rotary=tables), expected)
+    torch.testing.assert_close(attention(q, k, v, rotary=(cos, sin), layout="half"), expected)
 
 
 @given(shift=st.floats(-1000, 1000, allow_nan=False))
@@ -99,8 +102,8 @@ def test_value_path_with_causal_mask(qkv, generator) -> None:
 
 def test_bf16_inputs_stay_bf16(qkv) -> None:
     q, k, v = (t.bfloat16() for t in qkv)
-    cos, sin = RotaryEmbedding(8)(torch.arange(6.0))
-    out = attention(q, k, v, rotary=(cos, sin), bias=torch.zeros(6, 6))
+    tables = RotaryEmbedding(8)(torch.arange(6.0))
+    out = attention(q, k, v, rotary=tables, bias=torch.zeros(6, 6))
     assert out.dtype == torch.bfloat16
 
 
@@ -166,3 +169,48 @@ def test_fully_masked_row_under_training_matches_sdpa(qkv, generator) -> None:
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~mask, float("-inf")))
     torch.testing.assert_close(out, ref)
     assert torch.isfinite(out).all()
+
+
+def _scores_by_offset(rotary, **kwargs) -> torch.Tensor:
+    """Attention logits of one fixed q, k pair placed at query/key positions along one axis."""
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 16, generator=g, dtype=torch.float64)
+    cos, sin = rotary
+    layout = kwargs.get("layout", getattr(rotary, "layout", None))
+    rq = apply_rotary(q.expand(cos.shape[0], -1), cos, sin, layout)
+    rk = apply_rotary(k.expand(cos.shape[0], -1), cos, sin, layout)
+    return rq @ rk.T
+
+
+def test_rotary_layout_mismatch_raises_instead_of_a_silent_wrong_result() -> None:
+    # Axial 2-D tables from the registry are interleaved; applying them with the "half" pairing
+    # used to pass silently and scores stopped depending on the offset alone.
+    rope = multipos.create_scheme("rope_axial_2d", head_dim=16)
+    positions = torch.stack((torch.zeros(12), torch.arange(12.0))).double()
+    tables = rope(positions)
+    assert tables.layout == "interleaved"
+    right = _scores_by_offset(tables)
+    wrong = _scores_by_offset(tables, layout="half")
+    # Same offset (+1), different places: equal with the right pairing, not with the wrong one.
+    torch.testing.assert_close(right[0, 1], right[5, 6])
+    assert not torch.isclose(wrong[0, 1], wrong[5, 6])
+    q, k, v = torch.randn(3, 1, 2, 12, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="built for layout='interleaved' but layout says 'half'"):
+        attention(q, k, v, rotary=tables, layout="half")
+    cos, sin = tables
+    with pytest.raises(ValueError, match="plain \\(cos, sin\\) pair"):
+        attention(q, k, v, rotary=(cos, sin))
+    out = attention(q, k, v, rotary=tables)
+    torch.testing.assert_close(out, attention(q, k, v, rotary=(cos, sin), layout="interleaved"))
+    torch.testing.assert_close(out, attention(q, k, v, rotary=tables, layout="interleaved"))
+
+
+def test_rotary_tables_for_q_and_k_must_share_a_layout(qkv) -> None:
+    q, k, v = qkv
+    pos = torch.arange(6.0)
+    half = RotaryEmbedding(8, layout="half")(pos)
+    inter = RotaryEmbedding(8, layout="interleaved")(pos)
+    with pytest.raises(ValueError, match="rotary_k tables were built for layout='interleaved'"):
+        attention(q, k, v, rotary=half, rotary_k=inter)
+    with pytest.raises(ValueError, match="without rotary"):
+        attention(q, k, v, layout="half")

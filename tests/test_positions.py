@@ -46,7 +46,7 @@ def test_prefix_tokens_at_zero_are_left_unrotated() -> None:
     grid = build_grid_positions((2, 3), num_prefix_tokens=2)
     rope = RotaryEmbedding(8, num_axes=2)
     x = torch.randn(grid.num_tokens, 8)
-    y = apply_rotary(x, *rope(grid.with_prefix()))
+    y = apply_rotary(x, *rope(grid.with_prefix()), layout=rope.layout)
     torch.testing.assert_close(y[:2], x[:2], rtol=0, atol=0)
     assert not torch.allclose(y[-1], x[-1])
 

@@ -134,18 +134,18 @@ def test_half_precision_input_is_rotated_in_fp32_and_returned_in_its_dtype() -> 
     rope = RotaryEmbedding(16)
     x = torch.randn(4, 16)
     cos, sin = rope(torch.arange(4.0) * 1000)
-    y = apply_rotary(x.bfloat16(), cos, sin)
+    y = apply_rotary(x.bfloat16(), cos, sin, "half")
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), apply_rotary(x, cos, sin), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(y.float(), apply_rotary(x, cos, sin, "half"), rtol=1e-2, atol=1e-2)
 
 
 def test_partial_rotary_leaves_tail_unchanged() -> None:
     rope = RotaryEmbedding(8)
     x = torch.randn(2, 5, 12)
     cos, sin = rope(torch.arange(5.0))
-    y = apply_rotary(x, cos, sin)
+    y = apply_rotary(x, cos, sin, "half")
     torch.testing.assert_close(y[..., 8:], x[..., 8:], rtol=0, atol=0)
-    torch.testing.assert_close(y[..., :8], apply_rotary(x[..., :8], cos, sin))
+    torch.testing.assert_close(y[..., :8], apply_rotary(x[..., :8], cos, sin, "half"))
 
 
 def test_rotate_pairs_is_multiplication_by_i() -> None:
@@ -244,13 +244,13 @@ def test_matches_timm_axial_rotary() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dim": 7}, "even"),
-        ({"dim": 8, "layout": "pairs"}, "layout must be one of"),
-        ({"dim": 8, "spectrum": "mixed"}, "spectrum must be one of"),
-        ({"dim": 8, "num_axes": 3}, "sections="),
-        ({"dim": 8, "num_axes": 2, "sections": (1, 2)}, "summing to dim // 2"),
-        ({"dim": 8, "scaling": "fancy"}, "scaling kind must be one of"),
-        ({"dim": 8, "scaling": {"kind": "yarn", "factor": 2.0}}, "original_length"),
+        ({"head_dim": 7}, "even"),
+        ({"head_dim": 8, "layout": "pairs"}, "layout must be one of"),
+        ({"head_dim": 8, "spectrum": "mixed"}, "spectrum must be one of"),
+        ({"head_dim": 8, "num_axes": 3}, "sections="),
+        ({"head_dim": 8, "num_axes": 2, "sections": (1, 2)}, "summing to head_dim // 2"),
+        ({"head_dim": 8, "scaling": "fancy"}, "scaling kind must be one of"),
+        ({"head_dim": 8, "scaling": {"kind": "yarn", "factor": 2.0}}, "original_length"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message) -> None:
@@ -264,7 +264,7 @@ def test_bad_positions_and_tables_raise() -> None:
         rope(torch.zeros(3, 4))
     cos, sin = RotaryEmbedding(8)(torch.arange(3.0))
     with pytest.raises(ValueError, match="at most the channel count"):
-        apply_rotary(torch.zeros(3, 4), cos, sin)
+        apply_rotary(torch.zeros(3, 4), cos, sin, "half")
     with pytest.raises(TypeError, match="unknown scaling field"):
         FrequencyScaling.coerce({"kind": "linear", "scale": 2.0})
 
@@ -308,3 +308,26 @@ def test_interleaved_on_unaligned_views(shape, channels) -> None:
     head = x[..., :rot]
     expected = torch.cat((head * cos + rotate_pairs(head, "interleaved") * sin, x[..., rot:]), -1)
     torch.testing.assert_close(out, expected)
+
+
+def test_tables_carry_their_layout_and_unpack_as_a_pair() -> None:
+    import copy
+    import pickle
+
+    from multipos.rotary import RotaryTables
+
+    tables = RotaryEmbedding(8, layout="interleaved")(torch.arange(3.0))
+    assert isinstance(tables, RotaryTables) and tables.layout == "interleaved"
+    cos, sin = tables
+    assert cos is tables.cos and sin is tables.sin and cos.shape == (3, 8)
+    for again in (copy.deepcopy(tables), pickle.loads(pickle.dumps(tables))):
+        assert isinstance(again, RotaryTables) and again.layout == "interleaved"
+        torch.testing.assert_close(again.cos, cos, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        RotaryTables(cos, sin, "pairs")  # type: ignore[arg-type]
+
+
+def test_apply_rotary_needs_the_layout() -> None:
+    cos, sin = RotaryEmbedding(8)(torch.arange(3.0))
+    with pytest.raises(TypeError, match="layout"):
+        apply_rotary(torch.zeros(3, 8), cos, sin)  # type: ignore[call-arg]

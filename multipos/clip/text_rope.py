@@ -111,9 +111,9 @@ class RotaryAttention(Attention):  # type: ignore[misc]
             attn_drop=attn_drop,
             proj_drop=proj_drop,
         )
-        if rotary.dim > self.head_dim:
+        if rotary.head_dim > self.head_dim:
             raise ValueError(
-                f"rotary dim {rotary.dim} must be at most the head size {self.head_dim} "
+                f"rotary head_dim {rotary.head_dim} must be at most the head size {self.head_dim} "
                 f"(width {dim} / {num_heads} heads)"
             )
         if context_length < 1:
@@ -199,14 +199,13 @@ class RotaryAttention(Attention):  # type: ignore[misc]
         v = v.reshape(batch, length, self.num_heads, -1).transpose(1, 2)
         q, k = self.ln_q(q), self.ln_k(k)
         positions = torch.arange(length, device=x.device)
-        cos, sin = self.rotary(positions, length=self.context_length, dtype=q.dtype)
+        tables = self.rotary(positions, length=self.context_length, dtype=q.dtype)
         mask = _additive_mask(attn_mask, batch, self.num_heads, length, q.dtype)
         dropout_p = self.attn_drop.p if self.training else 0.0
-        layout = self.rotary.layout
         if self.logit_scale is not None:
             # Scaled cosine attention: rotation is orthogonal, so normalising after it is exact.
-            q = F.normalize(apply_rotary(q, cos, sin, layout), dim=-1)
-            k = F.normalize(apply_rotary(k, cos, sin, layout), dim=-1)
+            q = F.normalize(apply_rotary(q, tables.cos, tables.sin, tables.layout), dim=-1)
+            k = F.normalize(apply_rotary(k, tables.cos, tables.sin, tables.layout), dim=-1)
             scale = torch.clamp(self.logit_scale, max=self.logit_scale_max).exp()
             logits = torch.matmul(q, k.transpose(-1, -2)) * scale
             if mask is not None:
@@ -221,8 +220,7 @@ class RotaryAttention(Attention):  # type: ignore[misc]
                 q,
                 k,
                 v,
-                rotary=(cos, sin),
-                layout=layout,
+                rotary=tables,
                 mask=mask,
                 is_causal=self.causal,
                 dropout_p=dropout_p,

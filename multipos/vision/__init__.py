@@ -1,26 +1,29 @@
 """Vision position schemes for timm ViTs.
 
-Importing this module registers the ``vit_*_patch16_multipos_224`` family (and scheme-named
-aliases such as ``vit_small_patch16_irpe_224``) with timm and the ``peg`` and ``rope_mixed``
-schemes with the multipos registry.
+Importing this module registers the ``peg`` and ``rope_mixed`` schemes, declares which
+registered schemes a ViT can use (:mod:`multipos.vision.schemes`; their registry names are the
+``pos_scheme`` values) and registers with timm ``vit_{tiny,small,base}_patch16_multipos_224``
+plus one model per scheme, e.g. ``vit_small_patch16_multipos_irpe_224``.
 """
 
 import timm  # noqa: F401  (fail early with ImportError when the [vision] extra is missing)
 
-from multipos.vision import schemes as _schemes  # noqa: F401
-from multipos.vision.config import (
+from multipos.vision import timm_models as _timm_models  # noqa: F401  (registers timm models)
+from multipos.vision.config import VisionSchemes, vit_scheme_names
+from multipos.vision.irpe_checkpoints import convert_irpe_checkpoint
+from multipos.vision.layers import MultiposAttention, MultiposBlock, VisionPositionContext
+from multipos.vision.peg import PositionalEncodingGenerator
+from multipos.vision.retrofit import apply_scheme
+from multipos.vision.rope_mixed import MixedRotaryEmbedding
+from multipos.vision.schemes import (
     IRPEConfig,
     LFFConfig,
     PEGConfig,
     RopeAxialConfig,
     RopeMixedConfig,
-    VisionSchemes,
+    ViTScheme,
 )
-from multipos.vision.irpe_checkpoints import convert_irpe_checkpoint
-from multipos.vision.layers import MultiposAttention, MultiposBlock, VisionPositionContext
-from multipos.vision.peg import PositionalEncodingGenerator
-from multipos.vision.rope_mixed import MixedRotaryEmbedding
-from multipos.vision.timm_models import MultiposVisionTransformer, apply_scheme
+from multipos.vision.vit import MultiposVisionTransformer
 
 __all__ = [
     "IRPEConfig",
@@ -33,8 +36,10 @@ __all__ = [
     "PositionalEncodingGenerator",
     "RopeAxialConfig",
     "RopeMixedConfig",
+    "ViTScheme",
     "VisionPositionContext",
     "VisionSchemes",
     "apply_scheme",
     "convert_irpe_checkpoint",
+    "vit_scheme_names",
 ]

@@ -1,117 +1,77 @@
-"""Which position schemes a vision transformer uses, and their options, validated once."""
+"""Which position schemes a vision transformer uses, and their options, validated once.
+
+The valid names are the registry's: every scheme declared for timm in
+:mod:`multipos.vision.schemes`, plus timm's own ``"ape"`` (learned absolute table) and
+``"none"``.
+"""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
-from multipos.bias import IRPE_METHODS, IRPE_MODES, IRPEMethod, IRPEMode
-from multipos.frequencies import FrequencyScaling
-from multipos.vision.peg import PEG_INITS, PEGInit
+from multipos.registry import get_scheme, list_schemes
+from multipos.vision.schemes import (
+    IRPEConfig,
+    LFFConfig,
+    PEGConfig,
+    RopeAxialConfig,
+    RopeMixedConfig,
+    ViTScheme,
+)
 
 __all__ = [
+    "TIMM_OWN",
     "IRPEConfig",
     "LFFConfig",
     "PEGConfig",
     "RopeAxialConfig",
     "RopeMixedConfig",
-    "SchemeName",
     "VisionSchemes",
+    "vit_scheme",
+    "vit_scheme_names",
 ]
 
-SchemeName = Literal["ape", "irpe", "peg", "lff", "rope_axial", "rope_mixed", "none"]
-SCHEME_NAMES: tuple[str, ...] = get_args(SchemeName)
-# PEG and LFF offer the same two initialisations of their new parameters.
-InitName = PEGInit
+# What timm's VisionTransformer provides itself: its learned absolute table, or nothing.
+TIMM_OWN: tuple[str, ...] = ("ape", "none")
 
 
-@dataclass(frozen=True)
-class IRPEConfig:
-    """iRPE options (Wu et al., 2021): see :class:`multipos.IRPE`."""
-
-    method: IRPEMethod = "product"
-    mode: IRPEMode = "contextual"
-    on: str = "k"
-    ratio: float = 1.9
-    shared_heads: bool = True
-
-    def __post_init__(self) -> None:
-        if self.method not in IRPE_METHODS:
-            raise ValueError(f"irpe method must be one of {IRPE_METHODS}, got {self.method!r}")
-        if self.mode not in IRPE_MODES:
-            raise ValueError(f"irpe mode must be one of {IRPE_MODES}, got {self.mode!r}")
+def vit_scheme_names() -> tuple[str, ...]:
+    """Every valid ``pos_scheme`` name: ``"ape"``, ``"none"`` and the registered schemes
+    with a ``"timm"`` integration (``multipos.list_schemes(integration="timm")``)."""
+    return (*TIMM_OWN, *list_schemes(integration="timm"))
 
 
-@dataclass(frozen=True)
-class PEGConfig:
-    """PEG options (Chu et al., CPVT): after which blocks, kernel size, initialisation."""
+def vit_scheme(name: str) -> ViTScheme:
+    """The :class:`~multipos.vision.schemes.ViTScheme` declared for registry name ``name``.
 
-    blocks: tuple[int, ...] = (0,)
-    kernel_size: int = 3
-    init: InitName = "default"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
-
-
-@dataclass(frozen=True)
-class LFFConfig:
-    """Learnable Fourier feature options (Li et al., 2021).
-
-    ``coords="unit"`` feeds patch centres normalised to (0, 1) per axis (a larger input
-    interpolates); ``"reference"`` divides by the model's default grid instead, so a larger
-    input extends the coordinates (extrapolates). ``gamma`` suits unit coordinates (the paper's
-    ``W_r ~ N(0, gamma^-2)``). ``init="zero"`` zeroes the last MLP layer so the encoding starts
-    at zero.
+    Raises:
+        ValueError: If ``name`` is not registered or has no timm integration.
     """
-
-    num_features: int = 128
-    hidden_dim: int = 256
-    gamma: float = 0.1
-    coords: Literal["unit", "reference"] = "unit"
-    init: InitName = "default"
-
-    def __post_init__(self) -> None:
-        if self.init not in PEG_INITS:
-            raise ValueError(f"lff init must be one of {PEG_INITS}, got {self.init!r}")
-        if self.coords not in ("unit", "reference"):
-            raise ValueError(f"lff coords must be 'unit' or 'reference', got {self.coords!r}")
+    integration = get_scheme(name).integrations.get("timm")
+    if integration is None:
+        raise ValueError(f"scheme {name!r} cannot go in a ViT; valid: {list(vit_scheme_names())}")
+    meta: ViTScheme = integration.metadata
+    return meta
 
 
-@dataclass(frozen=True)
-class RopeAxialConfig:
-    """Axial 2-D RoPE options: base and an optional resolution-extrapolation scaling.
-
-    ``scaling`` is a :class:`multipos.FrequencyScaling` or a mapping, e.g.
-    ``{"kind": "yarn", "factor": 2.0, "original_length": 14}`` (lengths in patches per axis).
-    """
-
-    base: float = 100.0
-    scaling: FrequencyScaling | Mapping[str, Any] | str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "scaling", FrequencyScaling.coerce(self.scaling))
-
-
-@dataclass(frozen=True)
-class RopeMixedConfig:
-    """RoPE-Mixed options (Heo et al., 2024): frequency base of the initialisation."""
-
-    base: float = 10.0
-
-
-_CONFIGS: dict[str, type] = {
-    "irpe": IRPEConfig,
-    "peg": PEGConfig,
-    "lff": LFFConfig,
-    "rope_axial": RopeAxialConfig,
-    "rope_mixed": RopeMixedConfig,
-}
+def _check_names(names: list[str], valid: tuple[str, ...], what: str) -> None:
+    unknown = [n for n in names if n not in valid]
+    if not unknown:
+        return
+    hints = [
+        f"{close[0]!r} for {n!r}"
+        for n in unknown
+        if (close := difflib.get_close_matches(n, valid, n=1, cutoff=0.6))
+    ]
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    raise ValueError(f"unknown {what} {unknown}{hint}; valid schemes: {list(valid)}")
 
 
 def _build(name: str, options: Any, retrofit: bool) -> Any:
-    cls = _CONFIGS[name]
+    cls = vit_scheme(name).options
     if isinstance(options, cls):
         return options
     if options is None:
@@ -134,17 +94,13 @@ class VisionSchemes:
     """Validated ``pos_scheme`` + ``pos_cfg`` of a vision transformer.
 
     Attributes:
-        names: The schemes in use (``"ape"``, ``"irpe"``, ``"peg"``, ``"lff"``,
-            ``"rope_axial"``, ``"rope_mixed"``), empty for ``"none"``.
-        irpe, peg, lff, rope_axial, rope_mixed: Options of each scheme in use, else ``None``.
+        names: The schemes in use (registry names, plus ``"ape"``), empty for ``"none"``.
+        options: Options of each registered scheme in use, by name (e.g.
+            ``options["irpe"]`` is an :class:`IRPEConfig`).
     """
 
     names: tuple[str, ...] = ()
-    irpe: IRPEConfig | None = None
-    peg: PEGConfig | None = None
-    lff: LFFConfig | None = None
-    rope_axial: RopeAxialConfig | None = None
-    rope_mixed: RopeMixedConfig | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(
@@ -157,37 +113,43 @@ class VisionSchemes:
         """Validate a scheme name or list and per-scheme options.
 
         Raises:
-            ValueError: On unknown or conflicting scheme names, or options for a scheme that is
-                not in use.
+            ValueError: On unknown or conflicting scheme names (an unknown name close to a
+                valid one, such as ``"rope_axial"`` for ``"rope_axial_2d"``, is named in the
+                message), or options for a scheme that is not in use.
             TypeError: On unknown option names (the message lists the valid ones).
         """
         names = [pos_scheme] if isinstance(pos_scheme, str) else list(pos_scheme)
-        unknown = [n for n in names if n not in SCHEME_NAMES]
-        if unknown:
-            raise ValueError(f"unknown pos_scheme {unknown}; valid schemes: {list(SCHEME_NAMES)}")
+        _check_names(names, vit_scheme_names(), "pos_scheme")
         if len(set(names)) != len(names):
             raise ValueError(f"pos_scheme lists a scheme twice: {names}")
         if "none" in names:
             if len(names) > 1:
                 raise ValueError(f"'none' cannot be combined with other schemes: {names}")
             names = []
-        if "rope_axial" in names and "rope_mixed" in names:
-            raise ValueError("choose one of 'rope_axial' and 'rope_mixed'")
+        registered = [n for n in names if n not in TIMM_OWN]
+        rotary = [n for n in registered if vit_scheme(n).rotary]
+        if len(rotary) > 1:
+            raise ValueError(f"choose one of the rotary schemes {rotary}")
         cfg = dict(pos_cfg or {})
         stray = sorted(set(cfg) - set(names))
         if stray:
+            _check_names(stray, vit_scheme_names(), "pos_cfg key")
             raise ValueError(
                 f"pos_cfg has options for {stray}, which pos_scheme {names} does not use"
             )
         if "ape" in cfg:
             raise ValueError("'ape' has no options")
-        built = {n: _build(n, cfg.get(n), retrofit) for n in names if n in _CONFIGS}
-        return cls(names=tuple(names), **built)
+        built = {n: _build(n, cfg.get(n), retrofit) for n in registered}
+        return cls(names=tuple(names), options=built)
 
     def uses(self, name: str) -> bool:
         return name in self.names
 
+    def get(self, name: str) -> Any:
+        """Options of scheme ``name`` if it is in use, else ``None``."""
+        return self.options.get(name)
+
     @property
     def relative(self) -> bool:
-        """Whether a scheme needs every token's grid position inside attention."""
-        return any(n in self.names for n in ("irpe", "rope_axial", "rope_mixed", "peg"))
+        """Whether a scheme needs every token's grid position inside the model."""
+        return any(vit_scheme(n).relative for n in self.options)

@@ -14,6 +14,7 @@ from multipos.attention import attention
 from multipos.bias import ContextualBias, ValueBias
 from multipos.irpe import IRPE
 from multipos.positions import GridPositions
+from multipos.rotary import RotaryTables
 from multipos.vision.config import VisionSchemes
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
@@ -34,13 +35,14 @@ class VisionPositionContext:
     Attributes:
         grid: Patch grid ``(H, W)`` of this input with its prefix-token count.
         positions: ``(2, P + N)`` token positions, prefix tokens at 0 (identity rotation).
-        rope: Axial RoPE ``(cos, sin)``, each ``(P + N, D)``, shared by all blocks; or None.
+        rope: Axial RoPE tables ``(cos, sin)``, each ``(P + N, D)``, with their layout, shared
+            by all blocks; or None.
         irpe_buckets: ``(T, P + N, P + N)`` iRPE bucket ids shared by all blocks; or None.
     """
 
     grid: GridPositions
     positions: Tensor
-    rope: tuple[Tensor, Tensor] | None = None
+    rope: RotaryTables | None = None
     irpe_buckets: Tensor | None = None
 
 
@@ -72,7 +74,7 @@ class MultiposAttention(Attention):
         )
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        rotary = None
+        rotary: RotaryTables | None = None
         bias: Tensor | None = None
         contextual: list[ContextualBias] = []
         values: list[ValueBias] = []
@@ -92,7 +94,6 @@ class MultiposAttention(Attention):
             k,
             v,
             rotary=rotary,
-            layout="interleaved",
             bias=bias,
             contextual=contextual,
             values=values,
@@ -148,8 +149,7 @@ def build_block_modules(
         )
     ref: Tensor = attn.qkv.weight
     irpe = rope_mixed = peg = None
-    if schemes.irpe is not None:
-        c = schemes.irpe
+    if (c := schemes.get("irpe")) is not None:
         irpe = IRPE(
             attn.num_heads,
             attn.head_dim,
@@ -160,19 +160,19 @@ def build_block_modules(
             shared_heads=c.shared_heads,
             num_prefix_tokens=num_prefix_tokens,
         ).to(device=ref.device, dtype=ref.dtype)
-    if schemes.rope_mixed is not None:
+    if (c := schemes.get("rope_mixed")) is not None:
         rope_mixed = MixedRotaryEmbedding(
-            attn.head_dim,
             attn.num_heads,
-            base=schemes.rope_mixed.base,
+            attn.head_dim,
+            base=c.base,
             generator=generator,
             device=ref.device,
         ).to(dtype=ref.dtype)
-    if schemes.peg is not None and index in schemes.peg.blocks:
+    if (c := schemes.get("peg")) is not None and index in c.blocks:
         peg = PositionalEncodingGenerator(
             ref.shape[1],
-            kernel_size=schemes.peg.kernel_size,
-            init=schemes.peg.init,
+            kernel_size=c.kernel_size,
+            init=c.init,
             device=ref.device,
         ).to(dtype=ref.dtype)
     return BlockModules(irpe, rope_mixed, peg)

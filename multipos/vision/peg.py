@@ -7,6 +7,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from multipos.registry import register_scheme
+
 __all__ = ["PEGInit", "PositionalEncodingGenerator"]
 
 PEGInit = Literal["default", "zero"]
@@ -26,7 +28,7 @@ class PositionalEncodingGenerator(nn.Module):
     works at any resolution without interpolation.
 
     Args:
-        dim: Channels ``C``.
+        dim: Channels ``C``, the token width of the model.
         kernel_size: Odd kernel size ``k`` (3 in the paper).
         init: ``"default"`` (PyTorch's convolution init, as trained in the paper) or ``"zero"``
             (weights and bias zero, so the module starts as the identity: used when adding a
@@ -76,3 +78,23 @@ class PositionalEncodingGenerator(nn.Module):
         feat = feat + self.proj(feat)
         # (B, C, H, W) -> (B, H*W, C)
         return torch.cat((prefix, feat.flatten(2).transpose(1, 2)), dim=1)
+
+
+def _peg_inputs(
+    module: nn.Module, generator: torch.Generator
+) -> tuple[Tensor, tuple[int, int], int]:
+    assert isinstance(module, PositionalEncodingGenerator)
+    dim = module.proj.in_channels
+    return torch.randn(2, 1 + 3 * 5, dim, generator=generator), (3, 5), 1
+
+
+register_scheme(
+    "peg",
+    PositionalEncodingGenerator,
+    paper="Conditional Positional Encodings for Vision Transformers (Chu et al., 2021, "
+    "arXiv:2102.10882)",
+    summary="CPVT positional encoding generator: depthwise conv over the patch grid",
+    tiny={"dim": 8},
+    sample_inputs=_peg_inputs,
+    domain="vision",
+)

@@ -1,347 +1,31 @@
-"""timm integration: ViT models with position schemes, and retrofitting existing ViTs.
+"""timm registration: ``vit_{tiny,small,base}_patch16_multipos_224`` and one model per scheme.
 
-``import multipos.vision`` registers ``vit_{tiny,small,base}_patch16_multipos_224`` (and
-scheme-named aliases) with timm, so that::
+``import multipos.vision`` registers, for every registered scheme with a timm integration,
+``vit_<size>_patch16_multipos_<name>_224`` (default ``pos_scheme=[name]``, or ``["ape", name]``
+where the paper keeps the absolute table), plus ``vit_<size>_patch16_multipos_224``
+(``pos_scheme="ape"``), so that::
 
     timm.create_model("vit_small_patch16_multipos_224", pos_scheme=["ape", "irpe"],
                       pos_cfg={"irpe": {"on": "qkv"}})
 
-builds a ViT whose grid, prefix tokens and scheme tables are computed once per forward and
-handed to every block; ``forward_intermediates`` and ``features_only`` keep the scheme.
+builds a :class:`~multipos.vision.vit.MultiposVisionTransformer`. The ``multipos`` infix keeps
+the names apart from timm's own (timm has ``vit_small_patch16_rope_mixed_224``, an Eva model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import VisionTransformer, _cfg, checkpoint_filter_fn
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
-from multipos.bias import irpe_buckets
-from multipos.fourier import LearnableFourierFeatures
-from multipos.positions import build_grid_positions
-from multipos.rotary import RotaryEmbedding
-from multipos.vision.config import VisionSchemes
-from multipos.vision.layers import (
-    BlockModules,
-    MultiposBlock,
-    VisionPositionContext,
-    build_block_modules,
-)
+from multipos.registry import list_schemes
+from multipos.vision.config import vit_scheme
+from multipos.vision.vit import MultiposVisionTransformer
 
-__all__ = ["MultiposVisionTransformer", "apply_scheme"]
-
-
-@dataclass(frozen=True)
-class _NewModules:
-    """Validated schemes and the submodules they add, built before a model is changed."""
-
-    schemes: VisionSchemes
-    lff: LearnableFourierFeatures | None
-    rope: RotaryEmbedding | None
-    blocks: list[BlockModules]
-
-
-class MultiposVisionMixin:
-    """Position-context plumbing shared by :class:`MultiposVisionTransformer` and retrofitted
-    models (whose class becomes a subclass of their own class and this mixin)."""
-
-    pos_schemes: VisionSchemes
-    lff: LearnableFourierFeatures | None
-    rope: RotaryEmbedding | None
-
-    # Provided by timm's VisionTransformer.
-    patch_embed: Any
-    blocks: Any
-    num_prefix_tokens: int
-    norm: Any
-    grad_checkpointing: bool
-    _pos_embed: Callable[[Tensor], Tensor]
-    patch_drop: Any
-    norm_pre: Any
-
-    def _check_schemes(self, schemes: VisionSchemes) -> None:
-        """Raise before anything is changed if ``schemes`` cannot go on this model."""
-        if schemes.relative and not isinstance(self.patch_drop, torch.nn.Identity):
-            raise ValueError(
-                "patch dropout drops tokens from the grid; it cannot be combined with "
-                f"{schemes.names}"
-            )
-        for i in schemes.peg.blocks if schemes.peg is not None else ():
-            if not 0 <= i < len(self.blocks):
-                raise ValueError(f"peg block index {i} out of range for {len(self.blocks)} blocks")
-
-    def _build_schemes(
-        self, schemes: VisionSchemes, generator: torch.Generator | None
-    ) -> _NewModules:
-        """Check ``schemes`` against this model and build every new submodule (their own
-        checks run here), changing nothing yet."""
-        MultiposVisionMixin._check_schemes(self, schemes)  # also on a model not yet converted
-        ref = self.patch_embed.proj.weight
-        lff = rope = None
-        if schemes.lff is not None:
-            c = schemes.lff
-            lff = LearnableFourierFeatures(
-                2,
-                ref.shape[0],
-                num_features=c.num_features,
-                hidden_dim=c.hidden_dim,
-                gamma=c.gamma,
-                generator=generator,
-                device=ref.device,
-            ).to(dtype=ref.dtype)
-            if c.init == "zero":
-                last = lff.mlp[-1]
-                assert isinstance(last, torch.nn.Linear)
-                torch.nn.init.zeros_(last.weight)
-                torch.nn.init.zeros_(last.bias)
-        if schemes.rope_axial is not None:
-            rope = RotaryEmbedding(
-                self.blocks[0].attn.head_dim,
-                num_axes=2,
-                base=schemes.rope_axial.base,
-                layout="interleaved",
-                scaling=schemes.rope_axial.scaling,
-                device=ref.device,
-            )
-        blocks = [
-            build_block_modules(block, schemes, i, self.num_prefix_tokens, generator)
-            for i, block in enumerate(self.blocks)
-        ]
-        return _NewModules(schemes, lff, rope, blocks)
-
-    def _install_schemes(self, new: _NewModules) -> None:
-        self.pos_schemes = new.schemes
-        self.lff, self.rope = new.lff, new.rope
-        for block, modules in zip(self.blocks, new.blocks, strict=True):
-            MultiposBlock.install(block, modules)
-
-    def position_context(
-        self, grid: tuple[int, int], device: torch.device
-    ) -> VisionPositionContext:
-        """Grid positions, rotary tables and iRPE buckets of an ``(H, W)`` patch grid."""
-        positions = build_grid_positions(
-            grid, num_prefix_tokens=self.num_prefix_tokens, device=device
-        )
-        full = positions.with_prefix()
-        rope = self.rope(full) if self.rope is not None else None
-        buckets = None
-        if self.pos_schemes.irpe is not None:
-            c = self.pos_schemes.irpe
-            buckets = irpe_buckets(
-                positions.patches,
-                method=c.method,
-                ratio=c.ratio,
-                num_prefix_tokens=self.num_prefix_tokens,
-            )
-        return VisionPositionContext(positions, full, rope, buckets)
-
-    def _lff_term(self, pos: VisionPositionContext, x: Tensor) -> Tensor:
-        assert self.lff is not None and self.pos_schemes.lff is not None
-        # Patch centres divided by this grid's size ("unit") or the model's default grid.
-        if self.pos_schemes.lff.coords == "unit":
-            sizes = pos.grid.shape
-        else:
-            sizes = tuple(self.patch_embed.grid_size)
-        patches = pos.grid.patches
-        coords = torch.stack([(patches[a] + 0.5) / sizes[a] for a in range(2)])
-        pe = self.lff(coords).to(x.dtype)  # (N, C)
-        prefix = pe.new_zeros(self.num_prefix_tokens, pe.shape[-1])
-        return torch.cat((prefix, pe), dim=0).unsqueeze(0)
-
-    def _embed(self, x: Tensor) -> tuple[Tensor, VisionPositionContext]:
-        x = self.patch_embed(x)
-        if x.dim() == 4:  # NHWC from dynamic_img_size
-            grid = (x.shape[1], x.shape[2])
-        else:
-            grid = (self.patch_embed.grid_size[0], self.patch_embed.grid_size[1])
-        pos = self.position_context(grid, x.device)
-        x = self._pos_embed(x)
-        if self.lff is not None:
-            x = x + self._lff_term(pos, x)
-        x = self.patch_drop(x)
-        x = self.norm_pre(x)
-        return x, pos
-
-    def _run_block(
-        self,
-        block: MultiposBlock,
-        x: Tensor,
-        pos: VisionPositionContext,
-        attn_mask: Tensor | None,
-        is_causal: bool,
-    ) -> Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            out: Tensor = checkpoint(block, x, attn_mask, is_causal, pos, use_reentrant=False)
-            return out
-        result: Tensor = block(x, attn_mask=attn_mask, is_causal=is_causal, pos=pos)
-        return result
-
-    def forward_features(
-        self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False
-    ) -> Tensor:
-        """Patch embedding, blocks (with the position context) and the final norm."""
-        x, pos = self._embed(x)
-        for block in self.blocks:
-            x = self._run_block(block, x, pos, attn_mask, is_causal)
-        out: Tensor = self.norm(x)
-        return out
-
-    def forward_intermediates(
-        self,
-        x: Tensor,
-        indices: int | list[int] | None = None,
-        return_prefix_tokens: bool = False,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-        output_dict: bool = False,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = False,
-    ) -> Any:
-        """timm's ``forward_intermediates`` contract, with the position scheme applied."""
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.blocks), indices)
-        bsz = x.shape[0]
-        x, pos = self._embed(x)
-        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
-        inter: list[Tensor] = []
-        for i, block in enumerate(blocks):
-            x = self._run_block(block, x, pos, attn_mask, is_causal)
-            if i in take:
-                inter.append(self.norm(x) if norm else x)
-        p = self.num_prefix_tokens
-        prefix = [y[:, :p] for y in inter] if p else None
-        inter = [y[:, p:] for y in inter]
-        if output_fmt == "NCHW":
-            height, width = pos.grid.shape
-            # (B, H*W, C) -> (B, C, H, W)
-            inter = [
-                y.reshape(bsz, height, width, -1).permute(0, 3, 1, 2).contiguous() for y in inter
-            ]
-        if output_dict:
-            result: dict[str, Any] = {"image_intermediates": inter}
-            if prefix is not None and return_prefix_tokens:
-                result["image_intermediates_prefix"] = prefix
-            if not intermediates_only:
-                result["image_features"] = self.norm(x)
-            return result
-        out: list[Any] = list(inter)
-        if return_prefix_tokens and prefix is not None:
-            out = list(zip(inter, prefix, strict=True))
-        if intermediates_only:
-            return out
-        return self.norm(x), out
-
-
-class MultiposVisionTransformer(MultiposVisionMixin, VisionTransformer):
-    """timm ``VisionTransformer`` with position schemes selected by ``pos_scheme``.
-
-    Args:
-        pos_scheme: One of ``"ape"`` (timm's learned absolute table), ``"irpe"``, ``"peg"``,
-            ``"lff"``, ``"rope_axial"``, ``"rope_mixed"``, ``"none"``, or a list combining
-            them (e.g. ``["ape", "irpe"]`` as in the iRPE paper, ``["peg"]`` as CPVT).
-        pos_cfg: Options per scheme, e.g. ``{"irpe": {"method": "product", "mode":
-            "contextual", "on": "qkv"}, "peg": {"blocks": [0, 1, 2]}}``; see
-            :mod:`multipos.vision.config` for every option.
-        generator: Random generator for the new position parameters' initialisation.
-        **kwargs: Everything timm's ``VisionTransformer`` accepts (``img_size``,
-            ``dynamic_img_size``, ``class_token``, ``reg_tokens``...). ``pos_embed`` follows from
-            ``pos_scheme`` (``"learn"`` with ``"ape"``, ``"none"`` without).
-
-    Raises:
-        ValueError: On an unknown or inconsistent scheme, or an explicit ``pos_embed`` that
-            contradicts it.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        pos_scheme: str | Sequence[str] = "ape",
-        pos_cfg: Mapping[str, Any] | None = None,
-        generator: torch.Generator | None = None,
-        **kwargs: Any,
-    ) -> None:
-        schemes = VisionSchemes.parse(pos_scheme, pos_cfg)
-        wanted = "learn" if schemes.uses("ape") else "none"
-        given = kwargs.get("pos_embed", wanted)
-        if (given in ("", "none")) != (wanted == "none"):
-            raise ValueError(
-                f"pos_embed={given!r} contradicts pos_scheme {list(schemes.names) or 'none'}; "
-                "include 'ape' in pos_scheme for a learned absolute table"
-            )
-        kwargs["pos_embed"] = given
-        super().__init__(*args, **kwargs)
-        self._install_schemes(self._build_schemes(schemes, generator))
-
-
-_MIXIN_CLASSES: dict[type, type] = {}
-
-
-def _retrofit_class(cls: type) -> type:
-    if issubclass(cls, MultiposVisionMixin):
-        return cls
-    if cls not in _MIXIN_CLASSES:
-        _MIXIN_CLASSES[cls] = type(f"Multipos{cls.__name__}", (MultiposVisionMixin, cls), {})
-    return _MIXIN_CLASSES[cls]
-
-
-def apply_scheme(
-    model: VisionTransformer,
-    scheme: str | Sequence[str],
-    *,
-    ape: Literal["keep", "drop"] = "keep",
-    generator: torch.Generator | None = None,
-    **cfg: Any,
-) -> VisionTransformer:
-    """Add position schemes to an existing timm ``VisionTransformer`` in place.
-
-    Works on a model with loaded weights: every existing parameter keeps its name and value.
-    New parameters of iRPE (tables), PEG (convolution) and LFF (last MLP layer) start at zero
-    unless ``init`` is given, so the retrofitted model's outputs equal the original's until it
-    is trained. RoPE changes the outputs from the start (it rotates q and k).
-
-    Args:
-        model: A timm ``VisionTransformer`` (or subclass) built with timm's ``Block`` and
-            ``Attention``.
-        scheme: ``"irpe"``, ``"peg"``, ``"lff"``, ``"rope_axial"``, ``"rope_mixed"`` or a list.
-        ape: Keep (default) or drop the model's learned absolute position table.
-        generator: Random generator for initialising RoPE-Mixed frequencies.
-        **cfg: Options per scheme, e.g. ``irpe={"on": "qkv"}, peg={"blocks": [0]}``.
-
-    Returns:
-        The same model object.
-
-    Raises:
-        TypeError: If ``model`` is not a timm ``VisionTransformer`` with timm blocks.
-        ValueError: If the model already carries schemes, or the options are invalid.
-    """
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(f"apply_scheme needs a timm VisionTransformer, got {type(model).__name__}")
-    if isinstance(model, MultiposVisionMixin) and model.pos_schemes.names:
-        raise ValueError(f"model already uses {model.pos_schemes.names}; build a fresh model")
-    if ape not in ("keep", "drop"):
-        raise ValueError(f"ape must be 'keep' or 'drop', got {ape!r}")
-    names = [scheme] if isinstance(scheme, str) else list(scheme)
-    if "ape" in names:
-        raise ValueError("'ape' cannot be retrofitted; the model's own table is kept (ape='keep')")
-    schemes = VisionSchemes.parse(names, cfg, retrofit=True)
-    # Everything that can fail happens before the model is changed.
-    new = MultiposVisionMixin._build_schemes(model, schemes, generator)  # type: ignore[arg-type]
-    if ape == "drop":
-        model.pos_embed = None
-    model.__class__ = _retrofit_class(type(model))
-    assert isinstance(model, MultiposVisionMixin)
-    model._install_schemes(new)
-    return model
+__all__: list[str] = []
 
 
 def _filter_checkpoint(
@@ -374,15 +58,19 @@ _SIZES = {
     "small": ({"embed_dim": 384, "depth": 12, "num_heads": 6}, "augreg_in21k_ft_in1k"),
     "base": ({"embed_dim": 768, "depth": 12, "num_heads": 12}, "augreg2_in21k_ft_in1k"),
 }
-# Scheme-named aliases: name -> default pos_scheme.
-_ALIASES: dict[str, list[str]] = {
-    "multipos": ["ape"],
-    "irpe": ["ape", "irpe"],
-    "peg": ["peg"],
-    "lff": ["lff"],
-    "rope_axial": ["rope_axial"],
-    # No rope_mixed alias: timm already registers vit_*_patch16_rope_mixed_224 (Eva).
-}
+
+
+def _model_defaults() -> dict[str, list[str]]:
+    """Model-name infix -> default ``pos_scheme``, one per scheme with a timm integration."""
+    out = {"multipos": ["ape"]}
+    for name in list_schemes(integration="timm"):
+        out[f"multipos_{name}"] = ["ape", name] if vit_scheme(name).with_ape else [name]
+    return out
+
+
+# Read once at import: schemes declared for timm later get no model name of their own (any
+# vit_*_patch16_multipos_224 takes them as pos_scheme).
+_ALIASES = _model_defaults()
 
 default_cfgs = generate_default_cfgs(
     {

@@ -43,7 +43,7 @@ def _official_names(state: dict, cross: bool) -> dict:
 )
 def test_official_names_load_back(cfg) -> None:
     model = timm.create_model(
-        "vit_tiny_patch16_irpe_224", pos_cfg={"irpe": cfg}, num_classes=3, **TINY
+        "vit_tiny_patch16_multipos_irpe_224", pos_cfg={"irpe": cfg}, num_classes=3, **TINY
     )
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -52,7 +52,7 @@ def test_official_names_load_back(cfg) -> None:
     official = {"model": _official_names(model.state_dict(), cfg["method"] == "cross")}
     assert not any(".irpe." in k for k in official["model"])
     fresh = timm.create_model(
-        "vit_tiny_patch16_irpe_224", pos_cfg={"irpe": cfg}, num_classes=3, **TINY
+        "vit_tiny_patch16_multipos_irpe_224", pos_cfg={"irpe": cfg}, num_classes=3, **TINY
     )
     fresh.load_state_dict(convert_irpe_checkpoint(official))
     x = torch.randn(1, 3, 32, 32)

@@ -26,7 +26,7 @@ def test_quick_mode_emits_every_case_resolution_and_pooling() -> None:
     )
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     cases = {r["case"] for r in rows}
-    assert {"ape", "none", "ape+irpe", "peg", "lff", "rope_axial", "rope_mixed"} <= cases
+    assert {"ape", "none", "ape+irpe", "peg", "lff", "rope_axial_2d", "rope_mixed"} <= cases
     assert len(rows) == len(cases) * 3 * 2
     for r in rows:
         assert r["bench"] == "resolution_generalization"

@@ -6,9 +6,12 @@ import pytest
 
 timm = pytest.importorskip("timm", reason="needs the [vision] extra (timm)")
 
+import inspect  # noqa: E402
+
 import torch  # noqa: E402
 from timm.layers.attention import Attention  # noqa: E402
 
+import multipos  # noqa: E402
 import multipos.vision as mv  # noqa: E402
 from multipos.vision.layers import MultiposAttention, MultiposBlock  # noqa: E402
 
@@ -27,10 +30,10 @@ SCHEMES = [
     "irpe",
     "peg",
     "lff",
-    "rope_axial",
+    "rope_axial_2d",
     "rope_mixed",
     ["ape", "irpe", "peg"],
-    ["lff", "rope_axial"],
+    ["lff", "rope_axial_2d"],
 ]
 IDS = ["+".join([s] if isinstance(s, str) else s) for s in SCHEMES]
 
@@ -125,7 +128,7 @@ def test_pretrained_warm_start_from_a_plain_vit_checkpoint(tmp_path) -> None:
     plain = timm.create_model("vit_tiny_patch16_224", **TINY).eval()
     path = tmp_path / "vit.pth"
     torch.save(plain.state_dict(), path)
-    for scheme in (["ape", "irpe"], ["ape", "peg"], "rope_axial"):
+    for scheme in (["ape", "irpe"], ["ape", "peg"], "rope_axial_2d"):
         model = timm.create_model(
             "vit_tiny_patch16_multipos_224",
             pretrained=True,
@@ -190,7 +193,7 @@ def test_retrofit_rope_changes_outputs_and_can_drop_ape() -> None:
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         before = model(x)
-    mv.apply_scheme(model, "rope_axial", ape="drop")
+    mv.apply_scheme(model, "rope_axial_2d", ape="drop")
     assert model.pos_embed is None
     with torch.no_grad():
         assert not torch.allclose(model(x), before)
@@ -211,13 +214,13 @@ def test_retrofit_errors() -> None:
     ("kwargs", "error", "message"),
     [
         ({"pos_scheme": "sincos"}, ValueError, "valid schemes"),
-        ({"pos_scheme": ["rope_axial", "rope_mixed"]}, ValueError, "choose one"),
+        ({"pos_scheme": ["rope_axial_2d", "rope_mixed"]}, ValueError, "choose one"),
         ({"pos_scheme": ["none", "peg"]}, ValueError, "cannot be combined"),
         ({"pos_scheme": "peg", "pos_cfg": {"irpe": {}}}, ValueError, "does not use"),
         ({"pos_scheme": "irpe", "pos_cfg": {"irpe": {"buckets": 5}}}, TypeError, "valid options"),
         ({"pos_scheme": "irpe", "pos_cfg": {"irpe": {"mode": "ctx"}}}, ValueError, "mode"),
         ({"pos_scheme": "peg", "pos_cfg": {"peg": {"blocks": [7]}}}, ValueError, "out of range"),
-        ({"pos_scheme": "rope_axial", "pos_embed": "learn"}, ValueError, "contradicts"),
+        ({"pos_scheme": "rope_axial_2d", "pos_embed": "learn"}, ValueError, "contradicts"),
         ({"pos_scheme": "irpe", "patch_drop_rate": 0.5}, ValueError, "patch dropout"),
         ({"pos_scheme": "lff", "pos_cfg": {"lff": {"init": "zeros"}}}, ValueError, "lff init"),
         ({"pos_scheme": "lff", "pos_cfg": {"lff": {"coords": "abs"}}}, ValueError, "coords"),
@@ -229,16 +232,16 @@ def test_bad_configurations(kwargs, error, message) -> None:
 
 
 def test_aliases_choose_the_default_scheme() -> None:
-    model = timm.create_model("vit_tiny_patch16_irpe_224", **TINY)
+    model = timm.create_model("vit_tiny_patch16_multipos_irpe_224", **TINY)
     assert model.pos_schemes.names == ("ape", "irpe")
-    model = timm.create_model("vit_tiny_patch16_peg_224", pos_scheme="lff", **TINY)
+    model = timm.create_model("vit_tiny_patch16_multipos_peg_224", pos_scheme="lff", **TINY)
     assert model.pos_schemes.names == ("lff",)
 
 
-def test_rope_axial_yarn_scaling_changes_only_low_frequencies() -> None:
+def test_rope_axial_2d_yarn_scaling_changes_only_low_frequencies() -> None:
     scaling = {"kind": "yarn", "factor": 2.0, "original_length": 4}
-    model = _model("rope_axial", pos_cfg={"rope_axial": {"scaling": scaling}})
-    plain = _model("rope_axial")
+    model = _model("rope_axial_2d", pos_cfg={"rope_axial_2d": {"scaling": scaling}})
+    plain = _model("rope_axial_2d")
     assert model.rope.scaling.kind == "yarn"
     assert torch.equal(model.rope.inv_freq[:1], plain.rope.inv_freq[:1])
     assert not torch.equal(model.rope.inv_freq, plain.rope.inv_freq)
@@ -308,3 +311,55 @@ def test_lff_coordinates() -> None:
         model(torch.randn(1, 3, 64, 32))  # an 8 x 4 grid; the default grid is 4 x 4
     assert seen["unit"][:, 0].tolist() == [1 / 16, 1 / 8]
     assert seen["reference"][:, -1].tolist() == [7.5 / 4, 3.5 / 4]
+
+
+def test_pos_scheme_names_are_the_registry_names() -> None:
+    declared = multipos.list_schemes(integration="timm")
+    assert set(declared) == {"irpe", "peg", "lff", "rope_axial_2d", "rope_mixed"}
+    assert mv.vit_scheme_names() == ("ape", "none", *declared)
+    for name in declared:
+        assert multipos.get_scheme(name).factory is not None  # a registered scheme
+        model = timm.create_model(f"vit_tiny_patch16_multipos_{name}_224", **TINY)
+        assert name in model.pos_schemes.names
+    # The old spelling is refused with the registry name in the message.
+    with pytest.raises(ValueError, match="did you mean 'rope_axial_2d' for 'rope_axial'"):
+        _model("rope_axial")
+    with pytest.raises(ValueError, match="did you mean 'rope_axial_2d'"):
+        _model("rope_axial_2d", pos_cfg={"rope_axial": {}})
+
+
+def test_model_names_do_not_clash_with_timm() -> None:
+    ours = set(timm.list_models("*multipos*"))
+    assert "vit_small_patch16_multipos_rope_mixed_224" in ours
+    # timm's own RoPE-Mixed ViT is still timm's (an Eva model).
+    eva = timm.models.model_entrypoint("vit_small_patch16_rope_mixed_224")
+    assert not eva.__module__.startswith("multipos")
+
+
+def test_create_scheme_and_pos_cfg_build_the_same_defaults() -> None:
+    model = _model("lff")
+    lff = multipos.create_scheme("lff", num_axes=2, dim=TINY["embed_dim"])
+    assert model.lff.gamma == lff.gamma and model.lff.num_features == lff.num_features
+    assert model.lff.mlp[0].out_features == lff.mlp[0].out_features
+    irpe_defaults = {
+        name: p.default
+        for name, p in inspect.signature(multipos.IRPE).parameters.items()
+        if name in {"method", "mode", "on", "ratio", "shared_heads"}
+    }
+    assert vars(mv.IRPEConfig()) == irpe_defaults
+    built = _model("irpe").blocks[0].attn.irpe
+    assert {k: getattr(built, k) for k in irpe_defaults} == irpe_defaults
+    axial = multipos.scheme_defaults("rope_axial_2d")
+    assert _model("rope_axial_2d").rope.base == axial["base"] == mv.RopeAxialConfig().base
+    mixed = multipos.create_scheme("rope_mixed", num_heads=2, head_dim=16)
+    assert _model("rope_mixed").blocks[0].attn.rope_mixed.base == mixed.base
+
+
+def test_rope_mixed_takes_heads_first_and_returns_interleaved_tables() -> None:
+    mixed = mv.MixedRotaryEmbedding(3, 8)
+    assert (mixed.num_heads, mixed.head_dim) == (3, 8)
+    tables = mixed(torch.rand(2, 5))
+    assert tables.layout == "interleaved" and tables.cos.shape == (3, 5, 8)
+    q, k, v = torch.randn(3, 1, 3, 5, 8)
+    with pytest.raises(ValueError, match="layout"):
+        multipos.attention(q, k, v, rotary=tables, layout="half")
