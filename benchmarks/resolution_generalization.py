@@ -38,11 +38,11 @@ read-outs use one head.
 
 Schemes trained: ``ape`` (baseline: interpolated learned table), ``none``, ``ape+irpe``
 (product/contextual on k), ``peg`` (after block 0), ``lff`` (``coords="unit"``),
-``rope_axial`` (base 100), ``rope_mixed``, each with the library defaults. Two more are
+``rope_axial_2d`` (base 100), ``rope_mixed``, each with the library defaults. Two more are
 evaluated from already-trained weights (they equal their parent at the training grid, so
 their 1x figures are the parent's): ``lff_reference`` (the ``lff`` weights with
 ``coords="reference"``, so a larger input extends the coordinates instead of interpolating
-them) and ``rope_axial_yarn`` (the ``rope_axial`` weights with YaRN scaling, ``factor`` = the
+them) and ``rope_axial_2d_yarn`` (the ``rope_axial_2d`` weights with YaRN scaling, ``factor`` = the
 resolution ratio, ``original_length`` = 8 patches).
 
 Recipe, identical for every scheme: AdamW (lr 2e-3, weight decay 0.05, betas 0.9/0.99),
@@ -107,12 +107,17 @@ TRAINED = [
     Case("ape+irpe", ("ape", "irpe")),
     Case("peg", "peg"),
     Case("lff", "lff"),  # coords="unit": a larger grid interpolates the coordinates
-    Case("rope_axial", "rope_axial"),
+    Case("rope_axial_2d", "rope_axial_2d"),
     Case("rope_mixed", "rope_mixed"),
 ]
 VARIANTS = [
     Case("lff_reference", "lff", {"lff": {"coords": "reference"}}, trained_as="lff"),
-    Case("rope_axial_yarn", "rope_axial", {"rope_axial": {}}, trained_as="rope_axial"),
+    Case(
+        "rope_axial_2d_yarn",
+        "rope_axial_2d",
+        {"rope_axial_2d": {}},
+        trained_as="rope_axial_2d",
+    ),
 ]
 
 
@@ -145,9 +150,9 @@ def eval_model(case: Case, trained: Any, ratio: float) -> Any:
     if case.trained_as is None or ratio == 1.0:
         return trained  # variants equal their parent at the training grid
     cfg: dict[str, Any] = {k: dict(v) for k, v in case.pos_cfg.items()}
-    if case.name == "rope_axial_yarn":
+    if case.name == "rope_axial_2d_yarn":
         grid = TRAIN_CANVAS // PATCH
-        cfg["rope_axial"]["scaling"] = {"kind": "yarn", "factor": ratio, "original_length": grid}
+        cfg["rope_axial_2d"]["scaling"] = {"kind": "yarn", "factor": ratio, "original_length": grid}
     model = build_model(case, img_size=TRAIN_CANVAS, pos_cfg=cfg)
     model.load_state_dict(trained.state_dict())  # strict: same parameters, other options
     return model.eval()

@@ -28,10 +28,9 @@ HEADS, HEAD_DIM = 6, 64  # ViT-S/16
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def _ours(
-    rope: RotaryEmbedding, grid: tuple[int, int], layout: Layout, q: Tensor, k: Tensor
-) -> Pair:
-    cos, sin = rope(build_grid_positions(grid).patches)
+def _ours(rope: RotaryEmbedding, grid: tuple[int, int], q: Tensor, k: Tensor) -> Pair:
+    tables = rope(build_grid_positions(grid).patches)  # carries the layout it was built for
+    cos, sin, layout = tables.cos, tables.sin, tables.layout
     return apply_rotary(q, cos, sin, layout), apply_rotary(k, cos, sin, layout)
 
 
@@ -61,7 +60,7 @@ def main() -> None:
             )
             half = layout == "half"
 
-            ours = partial(_ours, ours_rope, grid, layout, q, k)
+            ours = partial(_ours, ours_rope, grid, q, k)
             baseline = partial(_timm, timm_rope, grid, half, q, k)
             for a, b in zip(ours(), baseline(), strict=True):
                 torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -32,7 +32,7 @@ import multipos
 
 BATCH = 8
 SCHEMES: list[tuple[str, Any, dict[str, Any]]] = [
-    ("rope_axial", "rope_axial", {}),
+    ("rope_axial_2d", "rope_axial_2d", {}),
     ("rope_mixed", "rope_mixed", {}),
     ("peg", "peg", {}),
     ("lff", "lff", {}),
@@ -41,7 +41,7 @@ SCHEMES: list[tuple[str, Any, dict[str, Any]]] = [
     ("irpe_ctx_qkv", ["ape", "irpe"], {"irpe": {"mode": "contextual", "on": "qkv"}}),
 ]
 BUDGETS = {
-    "rope_axial": 1.15,
+    "rope_axial_2d": 1.15,
     "rope_mixed": 1.15,
     "peg": 1.10,
     "lff": 1.10,

@@ -32,6 +32,10 @@ IRPEMethod = Literal["euclidean", "quant", "cross", "product"]
 IRPEMode = Literal["bias", "contextual"]
 IRPE_METHODS: tuple[str, ...] = get_args(IRPEMethod)
 IRPE_MODES: tuple[str, ...] = get_args(IRPEMode)
+# The paper's best configuration (product buckets, ratio 1.9: 7x7 buckets); every iRPE default
+# in the library (functions, the IRPE module, its registry entry, the ViT options) is this one.
+IRPE_METHOD: IRPEMethod = "product"
+IRPE_RATIO = 1.9
 
 
 class ContextualBias(NamedTuple):
@@ -101,7 +105,9 @@ def irpe_piecewise_index(x: Tensor, alpha: float, beta: float, gamma: float) -> 
     return out.to(torch.long)
 
 
-def irpe_num_buckets(method: IRPEMethod, ratio: float = 1.9, num_prefix_tokens: int = 0) -> int:
+def irpe_num_buckets(
+    method: IRPEMethod, ratio: float = IRPE_RATIO, num_prefix_tokens: int = 0
+) -> int:
     """Number of buckets of one iRPE table (both axes' tables together for ``"cross"``).
 
     ``2 * floor(beta) + 1`` for euclidean/quant, ``(2 * floor(beta) + 1) ** 2`` for product,
@@ -127,8 +133,8 @@ def irpe_buckets(
     query: Tensor,
     key: Tensor | None = None,
     *,
-    method: IRPEMethod = "product",
-    ratio: float = 1.9,
+    method: IRPEMethod = IRPE_METHOD,
+    ratio: float = IRPE_RATIO,
     num_prefix_tokens: int = 0,
 ) -> Tensor:
     r"""Bucket of every (query, key) pair of 2-D positions, iRPE Eq. (13)-(17) and (18).

@@ -128,6 +128,12 @@ def rotary_inv_freq(dim: int, base: float = 10000.0) -> Tensor:
     .. math::
         \theta_j = \text{base}^{-2j/\text{dim}}, \quad j = 0, \dots, \text{dim}/2 - 1
 
+    Args:
+        dim: Rotary channels this spectrum covers (even): the rotating part of a head
+            (``head_dim`` of :class:`~multipos.rotary.RotaryEmbedding`) for 1-D RoPE, or one
+            axis's share of it for axial RoPE.
+        base: RoPE base.
+
     Returns:
         ``(dim // 2,)`` float32.
 

@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from multipos.attention import attention
 from multipos.bias import (
+    IRPE_METHOD,
     IRPE_MODES,
+    IRPE_RATIO,
     ContextualBias,
     IRPEMethod,
     IRPEMode,
@@ -75,6 +77,10 @@ class IRPE(nn.Module):
     ``"bias"`` mode :math:`r_{ij}` is a scalar per head. Tables start at zero (the paper's
     initialisation), so adding iRPE to a trained model leaves its outputs unchanged.
 
+    The defaults are the paper's best configuration (product buckets, contextual mode on keys,
+    ratio 1.9, tables shared between heads); this signature is the one place they are written:
+    ``create_scheme("irpe")`` and ``multipos.vision.IRPEConfig`` read them from here.
+
     Args:
         num_heads: Attention heads ``H``.
         head_dim: Channels per head ``D``.
@@ -95,10 +101,10 @@ class IRPE(nn.Module):
         num_heads: int,
         head_dim: int,
         *,
-        method: IRPEMethod = "product",
+        method: IRPEMethod = IRPE_METHOD,
         mode: IRPEMode = "contextual",
         on: str = "k",
-        ratio: float = 1.9,
+        ratio: float = IRPE_RATIO,
         shared_heads: bool = True,
         num_prefix_tokens: int = 1,
     ) -> None:

@@ -28,7 +28,7 @@ def convert_irpe_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
 
     Accepts the raw state dict or the training checkpoint that wraps it under ``"model"``.
     Load the result into a model built with the matching ``pos_cfg`` (e.g.
-    ``timm.create_model("vit_small_patch16_irpe_224", pos_cfg={"irpe": {"on": "k"}})``),
+    ``timm.create_model("vit_small_patch16_multipos_irpe_224", pos_cfg={"irpe": {"on": "k"}})``),
     e.g. through ``pretrained_cfg_overlay=dict(state_dict=...)`` or ``load_state_dict``.
 
     Returns:

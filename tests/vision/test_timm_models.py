@@ -363,3 +363,14 @@ def test_rope_mixed_takes_heads_first_and_returns_interleaved_tables() -> None:
     q, k, v = torch.randn(3, 1, 3, 5, 8)
     with pytest.raises(ValueError, match="layout"):
         multipos.attention(q, k, v, rotary=tables, layout="half")
+
+
+def test_multipos_list_says_how_to_use_a_scheme_in_a_vit(capsys) -> None:
+    from multipos.cli import main
+
+    assert main(["list", "rope_axial_*"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "pos_scheme='rope_axial_2d'" in out and "vit_<size>_patch16_multipos_rope_axial_2d" in out
+    )
+    assert "pos_scheme='rope_axial_3d'" not in out  # no ViT integration for video RoPE
