@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 import multipos
-from multipos._png import colorize, write_png
+from multipos import plot
 
 DOMAINS = ("vision", "graph", "documents")
 
@@ -101,21 +102,65 @@ def _rope_kernel(size: int = 65, dim: int = 64, base: float = 100.0) -> torch.Te
     return (k @ q[0]).reshape(size, size) / (dim // 2)
 
 
+RESULTS = {
+    "resolution_generalization": plot.resolution_figure,
+    "graph_direction": plot.graph_direction_figure,
+}
+
+
+def _demo_results(folder: Path, out: Path, pictures: bool) -> None:
+    """Plot the benchmark results found in ``folder`` (JSON lines the benchmarks print)."""
+    print(f"[results] benchmark JSON lines in {folder}/*.jsonl:")
+    for bench, figure in RESULTS.items():
+        rows = plot.read_results(folder, bench) if folder.is_dir() else []
+        if not rows:
+            print(
+                f"  {bench}: no results; make them with "
+                f"`python benchmarks/{bench}.py > {folder / bench}.jsonl`"
+            )
+        elif pictures:
+            path = plot.save(figure(rows), out / "results" / f"{bench}.png")
+            print(f"  {bench}: {len(rows)} rows -> {path}")
+        else:
+            print(f"  {bench}: {len(rows)} rows (no picture without matplotlib)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     print(f"multipos {multipos.__version__} demo -> {out.resolve()}")
+    pictures = plot.available()
+    if not pictures:
+        print(f"(pictures skipped: matplotlib is not installed; `{plot.INSTALL_HINT}`)")
     print("[core] rotary scores depend only on relative position (float64, 256 random pairs):")
     one_d, two_d = _relative_property(g)
     print(f"  1-D RoPE, positions in [0, 1000), shift ~ N(0, 5000): max |change| = {one_d:.2e}")
     print(f"  2-D axial RoPE, same test on each axis:              max |change| = {two_d:.2e}")
     kernel = _rope_kernel()
-    path = write_png(out / "rope_2d_kernel.png", colorize(kernel), scale=6)
+    centre, corner = float(kernel[32, 32]), float(kernel[0, 0])
     print(
-        f"  2-D RoPE similarity kernel (65x65 offsets, head dim 64, base 100): {path} "
-        f"(centre {kernel[32, 32]:.2f}, corner {kernel[0, 0]:.2f})"
+        f"  2-D RoPE similarity kernel (65x65 offsets, head dim 64, base 100): "
+        f"centre {centre:.2f}, corner {corner:.2f}"
     )
+    (out / "core_demo.json").write_text(
+        json.dumps(
+            {
+                "rope_1d_shift_change": one_d,
+                "rope_2d_shift_change": two_d,
+                "rope_2d_kernel_centre": centre,
+                "rope_2d_kernel_corner": corner,
+            },
+            indent=2,
+        )
+    )
+    if pictures:
+        path = plot.save(
+            plot.rope_kernel_figure(kernel, head_dim=64, base=100.0), out / "rope_2d_kernel.png"
+        )
+        print(f"  picture: {path}")
+        path = plot.save(plot.irpe_buckets_figure(14), out / "irpe_buckets.png")
+        print(f"  iRPE product and cross buckets seen from the centre of a 14x14 grid: {path}")
     for domain, why in _import_domains().items():
         if why is not None:
             print(f"[{domain}] skipped: {why}")
@@ -128,6 +173,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             continue
         print(f"[{domain}]")
         demo.run_demo(out)
+    _demo_results(Path(args.results), out, pictures)
     return 0
 
 
@@ -142,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.set_defaults(func=_cmd_list)
     p_demo = sub.add_parser("demo", help="run the demo of every installed domain")
     p_demo.add_argument("--out", default="demo-output", help="folder for the demo's files")
+    p_demo.add_argument(
+        "--results",
+        default="benchmarks/results",
+        help="folder of benchmark JSON lines (*.jsonl) to plot, e.g. the output of "
+        "`python benchmarks/graph_direction.py > benchmarks/results/graph_direction.jsonl`",
+    )
     p_demo.set_defaults(func=_cmd_demo)
     return parser
 

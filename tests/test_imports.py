@@ -6,12 +6,21 @@ import json
 import subprocess
 import sys
 
-FRAMEWORKS = ("timm", "open_clip", "torch_geometric", "scipy", "transformers", "torchvision")
+# matplotlib (the [plot] extra) is imported only when a figure is drawn.
+FRAMEWORKS = (
+    "timm",
+    "open_clip",
+    "torch_geometric",
+    "scipy",
+    "transformers",
+    "torchvision",
+    "matplotlib",
+)
 
 
 def test_core_import_pulls_no_framework() -> None:
     code = (
-        "import sys, json, multipos; multipos.list_schemes(); "
+        "import sys, json, multipos, multipos.plot; multipos.list_schemes(); "
         f"print(json.dumps([m for m in {list(FRAMEWORKS)!r} if m in sys.modules]))"
     )
     out = subprocess.run(

@@ -1,4 +1,4 @@
-"""``multipos demo`` hook for the graph part: a few lines showing the graph PEs at work."""
+"""``multipos demo`` hook for the graph part: the graph PEs at work, in numbers and a picture."""
 
 from __future__ import annotations
 
@@ -9,13 +9,29 @@ import torch
 
 from multipos.graph.laplacian import laplacian_pe
 from multipos.graph.magnetic import magnetic_laplacian_pe
+from multipos.graph.plot import graph_pe_figure
 from multipos.graph.random_walk import directional_random_walk_pe
+from multipos.plot import available, save
+
+# A small DAG in six generations with a few branches and merges, for the picture.
+PICTURE_DAG = torch.tensor(
+    [
+        [0, 0, 0, 1, 2, 2, 3, 3, 4, 5, 5, 6, 7, 8, 9, 10],
+        [1, 2, 3, 4, 4, 5, 6, 8, 7, 7, 8, 8, 9, 10, 11, 11],
+    ]
+)
+
+
+def _fmt(values: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values.tolist()) + "]"
 
 
 def run_demo(out: pathlib.Path) -> None:
     """Print permutation equivariance, reversal conjugation and padding on small graphs.
 
-    Writes ``out / "graph" / "graph_pe_demo.json"`` with the printed numbers.
+    Writes ``out / "graph" / "graph_pe_demo.json"`` with the printed numbers and, when
+    matplotlib is installed, ``out / "graph" / "graph_pe.png``: a DAG coloured by its
+    Laplacian and magnetic PEs (:func:`multipos.graph.plot.graph_pe_figure`).
     """
     g = torch.Generator().manual_seed(0)
     n = 12
@@ -28,7 +44,7 @@ def run_demo(out: pathlib.Path) -> None:
     a = laplacian_pe(und, n, k=4)
     b = laplacian_pe(perm[und], n, k=4)
     equi = float((b.vectors[perm] - a.vectors).abs().max())
-    print(f"  Laplacian PE, {n} nodes, k=4: eigenvalues {a.values.tolist()}")
+    print(f"  Laplacian PE, {n} nodes, k=4: eigenvalues {_fmt(a.values)}")
     print(f"  permutation equivariance: max |PE(perm G)[perm] - PE(G)| = {equi:.2e}")
 
     directed = torch.cat([path, torch.tensor([[0, 6], [5, 11]])], dim=1)  # a DAG
@@ -40,7 +56,7 @@ def run_demo(out: pathlib.Path) -> None:
     same = bool(torch.equal(lap_dir.vectors, lap_rev.vectors))
     print(
         f"  magnetic PE (q=0.25 relative) of a DAG: first eigenvector phase "
-        f"{torch.atan2(m.imag[:, 0], m.real[:, 0]).round(decimals=2).tolist()}"
+        f"{_fmt(torch.atan2(m.imag[:, 0], m.real[:, 0]))}"
     )
     print(
         f"  reversing every edge conjugates it: max error {conj:.2e}; "
@@ -71,3 +87,6 @@ def run_demo(out: pathlib.Path) -> None:
             indent=2,
         )
     )
+    if available():
+        picture = save(graph_pe_figure(PICTURE_DAG, 12), target / "graph_pe.png")
+        print(f"  a 12-node DAG coloured by its Laplacian and magnetic PEs: {picture}")

@@ -1,17 +1,18 @@
-"""Vision section of ``multipos demo``: every scheme in a tiny timm ViT, retrofit identity."""
+"""Vision section of ``multipos demo``: every scheme in a tiny timm ViT, retrofit identity.
+
+The iRPE bucket picture is drawn by the core demo (:func:`multipos.plot.irpe_buckets_figure`).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 
-from multipos._png import colorize, write_png
-from multipos.bias import irpe_buckets
-from multipos.positions import build_grid_positions
-from multipos.vision.timm_models import apply_scheme
+from multipos.vision.retrofit import apply_scheme
 
 TINY: dict[str, Any] = {
     "img_size": 64,
@@ -25,14 +26,18 @@ SCHEMES: list[str | list[str]] = [
     ["ape", "irpe"],
     "peg",
     "lff",
-    "rope_axial",
+    "rope_axial_2d",
     "rope_mixed",
 ]
 
 
 def run_demo(out: Path) -> None:
-    """Print what each scheme does in a tiny ViT and write the iRPE bucket map."""
+    """Print what each scheme does in a tiny ViT; write the numbers as JSON.
+
+    Writes ``out / "vision" / "vision_demo.json"``.
+    """
     torch.manual_seed(0)
+    summary: dict[str, Any] = {"schemes": {}}
     x = torch.randn(2, 3, 48, 80)  # non-square: a 6 x 10 patch grid
     for scheme in SCHEMES:
         model = timm.create_model(
@@ -50,8 +55,9 @@ def run_demo(out: Path) -> None:
         with torch.no_grad():
             logits = model(x)
         name = "+".join([scheme] if isinstance(scheme, str) else scheme)
+        summary["schemes"][name] = {"logits_shape": list(logits.shape), "parameters": extra}
         print(
-            f"  {name:<12} 48x80 input -> logits {tuple(logits.shape)}, "
+            f"  {name:<14} 48x80 input -> logits {tuple(logits.shape)}, "
             f"{extra:>6} position parameters"
         )
     plain = timm.create_model("vit_tiny_patch16_224", num_classes=10, **TINY).eval()
@@ -65,10 +71,7 @@ def run_demo(out: Path) -> None:
         "  retrofit iRPE(q,k,v) + PEG + LFF onto an existing ViT: "
         f"max |output change| = {change:.1e} (new parameters start at 0)"
     )
-    grid = build_grid_positions((14, 14))
-    ids = irpe_buckets(grid.patches, method="product")[0]
-    centre = 7 * 14 + 7
-    path = write_png(
-        out / "irpe_product_buckets.png", colorize(ids[centre].view(14, 14).float()), 16
-    )
-    print(f"  iRPE product buckets seen from the centre of a 14x14 grid: {path}")
+    summary["retrofit_output_change"] = change
+    target = out / "vision"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "vision_demo.json").write_text(json.dumps(summary, indent=2))
