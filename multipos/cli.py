@@ -44,6 +44,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         spec = multipos.get_scheme(name)
         print(f"{name:<{width}}  [{spec.domain}] {spec.summary}")
         print(f"{'':<{width}}  {spec.paper}")
+        for integration in spec.integrations.values():
+            print(f"{'':<{width}}  {integration.usage}")
     for domain, why in status.items():
         if why is not None:
             print(f"({domain} schemes not listed: {why})")
