@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -47,31 +46,33 @@ def _synthetic_results(folder: Path) -> None:
     (folder / "resolution_generalization.jsonl").write_text(text)
 
 
-def test_console_script_runs_the_demo(tmp_path) -> None:
-    """The installed ``multipos`` command writes every picture and the JSON numbers."""
+def test_console_script_entry_point() -> None:
+    """The installed ``multipos`` command runs (the script next to the interpreter)."""
     script = Path(sys.executable).with_name("multipos")
     if not script.exists():
         script = Path(shutil.which("multipos") or "multipos-not-installed")
     assert script.exists(), "the `multipos` console script is not installed"
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"multipos {multipos.__version__}"
+
+
+def test_demo_writes_pictures_and_checks_property(tmp_path, capsys) -> None:
     pytest.importorskip("matplotlib", reason="pictures need the [plot] extra")
     _synthetic_results(tmp_path / "results")
     out = tmp_path / "out"
-    done = subprocess.run(
-        [str(script), "demo", "--out", str(out), "--results", str(tmp_path / "results")],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if "1-D RoPE" in x)
+    assert main(["demo", "--out", str(out), "--results", str(tmp_path / "results")]) == 0
+    printed = capsys.readouterr().out
+    line = next(x for x in printed.splitlines() if "1-D RoPE" in x)
     assert float(line.rsplit("=", 1)[1]) < 1e-9
     pictures = ["rope_2d_kernel.png", "irpe_buckets.png", "results/resolution_generalization.png"]
-    if importlib.util.find_spec("torch_geometric") is not None:
+    if "[graph] skipped" not in printed:
         pictures.append("graph/graph_pe.png")
     for name in pictures:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         assert int.from_bytes(data[16:20], "big") >= 600, name  # width in pixels
-    assert "graph_direction: no results; make them with `python benchmarks/" in done.stdout
+    assert "graph_direction: no results; make them with `python benchmarks/" in printed
     core = json.loads((out / "core_demo.json").read_text())
     assert core["rope_1d_shift_change"] < 1e-9 and core["rope_2d_kernel_centre"] == 1.0
 
