@@ -102,10 +102,11 @@ def graph_pe_figure(edge_index: Tensor, num_nodes: int, *, q: float = 0.25) -> F
         q: Magnetic potential, relative (see :func:`magnetic_laplacian`).
 
     Returns:
-        The figure; raises ``ImportError`` without matplotlib.
+        The figure (save it with :func:`multipos.plot.save`).
 
     Raises:
         ValueError: If the graph has fewer than 4 nodes (3 Laplacian components are drawn).
+        ImportError: If matplotlib is not installed.
     """
     if num_nodes < 4:
         raise ValueError(f"need at least 4 nodes to draw 3 Laplacian components, got {num_nodes}")
