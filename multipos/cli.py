@@ -121,7 +121,13 @@ def _demo_results(folder: Path, out: Path, pictures: bool) -> None:
                 f"`python benchmarks/{bench}.py > {folder / bench}.jsonl`"
             )
         elif pictures:
-            path = plot.save(figure(rows), out / "results" / f"{bench}.png")
+            try:
+                fig = figure(rows)
+            except ValueError as err:
+                # A benchmark still running has printed its setup rows but no result yet.
+                print(f"  {bench}: {len(rows)} rows, nothing to plot yet ({err})")
+                continue
+            path = plot.save(fig, out / "results" / f"{bench}.png")
             print(f"  {bench}: {len(rows)} rows -> {path}")
         else:
             print(f"  {bench}: {len(rows)} rows (no picture without matplotlib)")

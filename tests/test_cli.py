@@ -44,6 +44,10 @@ def _synthetic_results(folder: Path) -> None:
     ]  # fmt: skip
     text = "\n".join(json.dumps(r) for r in rows) + "\n\ncase  1x avg  2x avg\nape   90.0  70.0\n"
     (folder / "resolution_generalization.jsonl").write_text(text)
+    # A benchmark still running: its setup row is there, no accuracy yet.
+    setup = {"bench": "graph_direction", "case": "setup", "metric": "majority_accuracy",
+             "ours": 0.5}  # fmt: skip
+    (folder / "graph_direction.jsonl").write_text(json.dumps(setup) + "\n")
 
 
 def test_console_script_entry_point() -> None:
@@ -72,7 +76,8 @@ def test_demo_writes_pictures_and_checks_property(tmp_path, capsys) -> None:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         assert int.from_bytes(data[16:20], "big") >= 600, name  # width in pixels
-    assert "graph_direction: no results; make them with `python benchmarks/" in printed
+    assert "graph_direction: 1 rows, nothing to plot yet" in printed
+    assert not (out / "results" / "graph_direction.png").exists()
     core = json.loads((out / "core_demo.json").read_text())
     assert core["rope_1d_shift_change"] < 1e-9 and core["rope_2d_kernel_centre"] == 1.0
 
