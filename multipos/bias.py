@@ -189,18 +189,19 @@ def irpe_buckets(
     else:
         axes = irpe_piecewise_index(diff, alpha, beta, gamma) + b  # (2, L, S) in [0, side)
         ids = (axes[0] * side + axes[1])[None] if method == "product" else axes
-    if num_prefix_tokens == 0:
-        return ids
+    # Cross numbers the column table after the row table (rows first), prefix bucket included.
     per_axis = irpe_num_buckets(method, ratio, num_prefix_tokens)
     if method == "cross":
         per_axis //= 2
+        ids = torch.stack((ids[0], ids[1] + per_axis))
+    if num_prefix_tokens == 0:
+        return ids
     t, length, span = ids.shape
     p = num_prefix_tokens
     # The prefix bucket is the last of each (per-axis) table.
-    out = ids.new_full((t, p + length, p + span), per_axis - 1)
+    prefix = torch.arange(t, device=ids.device).view(t, 1, 1) * per_axis + per_axis - 1
+    out = prefix.expand(t, p + length, p + span).clone()
     out[:, p:, p:] = ids
-    if method == "cross":
-        out[1] += per_axis
     return out
 
 

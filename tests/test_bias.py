@@ -200,3 +200,70 @@ def test_bucket_shape_errors() -> None:
         irpe_buckets(torch.zeros(3, 4))
     with pytest.raises(ValueError, match=r"buckets must be \(T, L=5, S\)"):
         contextual_bias(torch.zeros(1, 1, 5, 4), torch.zeros(1, 4, 3), torch.zeros(1, 6, 6).long())
+
+
+def _eq18(x: float, alpha: float, beta: float, gamma: float) -> int:
+    """iRPE Eq. (18) in plain Python: round half to even, clip at beta, truncate to int."""
+    if abs(x) <= alpha:
+        return round(x)
+    far = alpha + math.log(abs(x) / alpha) / math.log(gamma / alpha) * (beta - alpha)
+    return int(math.copysign(min(beta, round(far)), x))
+
+
+def _paper_buckets(shape, method, ratio, prefix) -> list[list[list[int]]]:
+    """Bucket ids of every token pair from iRPE Eq. (13)-(18), one pair at a time.
+
+    Tables are numbered as the official code loads them: euclidean/quant/product ids in
+    [0, K), the prefix bucket last; cross has a row table then a column table, each with its
+    own prefix bucket, so column ids start at K_axis = 2 * floor(beta) + 1 (+ 1 with prefix).
+    """
+    alpha, beta, gamma = ratio, 2 * ratio, 8 * ratio
+    b = int(beta)
+    side = 2 * b + 1
+    cells = [(r, c) for r in range(shape[0]) for c in range(shape[1])]
+    extra = 1 if prefix else 0
+    per_axis = {"product": side * side, "cross": side}.get(method, side) + extra
+    n = prefix + len(cells)
+    out = [[[0] * n for _ in range(n)] for _ in range(2 if method == "cross" else 1)]
+    for i in range(n):
+        for j in range(n):
+            if i < prefix or j < prefix:
+                ids = [per_axis - 1] if method != "cross" else [per_axis - 1, 2 * per_axis - 1]
+            else:
+                (ri, ci), (rj, cj) = cells[i - prefix], cells[j - prefix]
+                dr, dc = ri - rj, ci - cj
+                if method == "euclidean":
+                    ids = [_eq18(round(math.sqrt(dr * dr + dc * dc)), alpha, beta, gamma) + b]
+                elif method == "quant":
+                    ids = [_eq18(dr * dr + dc * dc, alpha, beta, gamma) + b]
+                elif method == "product":
+                    gr, gc = (_eq18(d, alpha, beta, gamma) + b for d in (dr, dc))
+                    ids = [gr * side + gc]
+                else:
+                    ids = [
+                        _eq18(dr, alpha, beta, gamma) + b,
+                        _eq18(dc, alpha, beta, gamma) + b + per_axis,
+                    ]
+            for t, v in enumerate(ids):
+                out[t][i][j] = v
+    return out
+
+
+@pytest.mark.parametrize("prefix", [0, 1, 2])
+@pytest.mark.parametrize("ratio", [0.5, 1.9, 3.0])
+@pytest.mark.parametrize("method", IRPE_METHODS)
+@pytest.mark.parametrize("shape", [(5, 5), (3, 7)], ids=["square", "non_square"])
+def test_buckets_equal_the_papers_equations(shape, method, ratio, prefix) -> None:
+    pos = build_grid_positions(shape).patches
+    got = irpe_buckets(pos, method=method, ratio=ratio, num_prefix_tokens=prefix)
+    assert got.tolist() == _paper_buckets(shape, method, ratio, prefix)
+    total = irpe_num_buckets(method, ratio, num_prefix_tokens=prefix)
+    assert int(got.min()) >= 0 and int(got.max()) < total
+
+
+def test_cross_without_prefix_tokens_uses_the_column_table() -> None:
+    # Without prefix tokens the column ids must still point into the column half.
+    pos = build_grid_positions((4, 6)).patches
+    ids = irpe_buckets(pos, method="cross")
+    half = irpe_num_buckets("cross") // 2
+    assert int(ids[0].max()) < half <= int(ids[1].min())
