@@ -15,6 +15,7 @@ from multipos.vision.layers import MultiposAttention, MultiposBlock, VisionPosit
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.retrofit import apply_scheme
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
+from multipos.vision.rope_vit_checkpoints import convert_rope_vit_checkpoint
 from multipos.vision.schemes import (
     IRPEConfig,
     LFFConfig,
@@ -41,5 +42,6 @@ __all__ = [
     "VisionSchemes",
     "apply_scheme",
     "convert_irpe_checkpoint",
+    "convert_rope_vit_checkpoint",
     "vit_scheme_names",
 ]

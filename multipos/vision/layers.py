@@ -34,7 +34,10 @@ class VisionPositionContext:
 
     Attributes:
         grid: Patch grid ``(H, W)`` of this input with its prefix-token count.
-        positions: ``(2, P + N)`` token positions, prefix tokens at 0 (identity rotation).
+        positions: ``(2, P + N)`` token positions in ``(x, y)`` = (column, row) order, prefix
+            tokens at 0 (identity rotation): the rotary schemes' input, ordered as in the
+            official RoPE-ViT code and timm's ``Eva`` (the first rotary section turns with the
+            column), so their checkpoints load unchanged. ``grid.patches`` is ``(row, col)``.
         rope: Axial RoPE tables ``(cos, sin)``, each ``(P + N, D)``, with their layout, shared
             by all blocks; or None.
         irpe_buckets: ``(T, P + N, P + N)`` iRPE bucket ids shared by all blocks; or None.

@@ -10,6 +10,13 @@ where the paper keeps the absolute table), plus ``vit_<size>_patch16_multipos_22
 
 builds a :class:`~multipos.vision.vit.MultiposVisionTransformer`. The ``multipos`` infix keeps
 the names apart from timm's own (timm has ``vit_small_patch16_rope_mixed_224``, an Eva model).
+
+The official RoPE-ViT weights load through
+``vit_{small,base,large}_patch16_multipos_ropevit_{axial,mixed}{,_ape}_224.naver_in1k``: their
+pretrained cfg points at timm's Eva checkpoint and their filter converts it
+(:func:`~multipos.vision.convert_rope_vit_checkpoint`), so ``pretrained=True`` or
+``pretrained_cfg_overlay={"file": ...}`` gives the official model, to which ``pos_cfg`` can add
+a rotary scaling and ``pos_scheme`` a PEG.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from torch import Tensor
 
 from multipos.registry import list_schemes
 from multipos.vision.config import vit_scheme
+from multipos.vision.rope_vit_checkpoints import convert_rope_vit_checkpoint
 from multipos.vision.vit import MultiposVisionTransformer
 
 __all__: list[str] = []
@@ -38,13 +46,35 @@ def _filter_checkpoint(
     return result
 
 
-def _create(variant: str, pretrained: bool, **kwargs: Any) -> MultiposVisionTransformer:
+# Submodules a checkpoint may lack: position schemes added on top of pretrained weights.
+_NEW_POSITION_MODULES = (".irpe.", ".peg.", "lff.")
+
+
+def _filter_rope_vit(state_dict: dict[str, Tensor], model: VisionTransformer) -> dict[str, Tensor]:
+    converted = convert_rope_vit_checkpoint(state_dict)
+    missing = sorted(
+        k
+        for k in model.state_dict()
+        if k not in converted and not any(m in k for m in _NEW_POSITION_MODULES)
+    )
+    if missing:
+        # Loading is non-strict so that PEG/iRPE/LFF can be added; everything else must load.
+        raise ValueError(f"RoPE-ViT checkpoint lacks {missing[:5]} ({len(missing)} keys)")
+    return _filter_checkpoint(converted, model)
+
+
+def _create(
+    variant: str,
+    pretrained: bool,
+    filter_fn: Callable[..., dict[str, Tensor]] = _filter_checkpoint,
+    **kwargs: Any,
+) -> MultiposVisionTransformer:
     out_indices = kwargs.pop("out_indices", 3)
     model: MultiposVisionTransformer = build_model_with_cfg(
         MultiposVisionTransformer,
         variant,
         pretrained,
-        pretrained_filter_fn=_filter_checkpoint,
+        pretrained_filter_fn=filter_fn,
         # New position parameters are absent from the timm checkpoint and start fresh.
         pretrained_strict=False,
         feature_cfg={"out_indices": out_indices, "feature_cls": "getter"},
@@ -72,15 +102,44 @@ def _model_defaults() -> dict[str, list[str]]:
 # vit_*_patch16_multipos_224 takes them as pos_scheme).
 _ALIASES = _model_defaults()
 
+# The official RoPE-ViT weights (Heo et al., 2024), as timm publishes them for its Eva models:
+# model-name infix -> (timm's name infix, pos_scheme, extra model arguments).
+_ROPE_VIT: dict[str, tuple[str, list[str], dict[str, Any]]] = {
+    "ropevit_axial": ("rope", ["rope_axial_2d"], {}),
+    "ropevit_mixed": ("rope_mixed", ["rope_mixed"], {}),
+    "ropevit_axial_ape": ("rope_ape", ["ape", "rope_axial_2d"], {"no_embed_class": True}),
+    "ropevit_mixed_ape": ("rope_mixed_ape", ["ape", "rope_mixed"], {"no_embed_class": True}),
+}
+_ROPE_VIT_SIZES = {
+    "small": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+}
+# As the official models: layer scale 1e-5, class-token pooling.
+_ROPE_VIT_ARGS = {"init_values": 1e-5, "global_pool": "token", "class_token": True}
+
 default_cfgs = generate_default_cfgs(
     {
-        f"vit_{size}_patch16_{alias}_224.{tag}": _cfg(
-            hf_hub_id=f"timm/vit_{size}_patch16_224.{tag}",
-            # Warm-starts from the plain ViT: position parameters are new.
-            notes=("position parameters start fresh; other weights from the timm ViT",),
-        )
-        for size, (_, tag) in _SIZES.items()
-        for alias in _ALIASES
+        **{
+            f"vit_{size}_patch16_{alias}_224.{tag}": _cfg(
+                hf_hub_id=f"timm/vit_{size}_patch16_224.{tag}",
+                # Warm-starts from the plain ViT: position parameters are new.
+                notes=("position parameters start fresh; other weights from the timm ViT",),
+            )
+            for size, (_, tag) in _SIZES.items()
+            for alias in _ALIASES
+        },
+        **{
+            f"vit_{size}_patch16_multipos_{alias}_224.naver_in1k": _cfg(
+                hf_hub_id=f"timm/vit_{size}_patch16_{theirs}_224.naver_in1k",
+                mean=(0.485, 0.456, 0.406),
+                std=(0.229, 0.224, 0.225),
+                license="apache-2.0",
+                notes=("official RoPE-ViT weights (naver-ai/rope-vit) converted from timm's Eva",),
+            )
+            for size in _ROPE_VIT_SIZES
+            for alias, (theirs, _, _) in _ROPE_VIT.items()
+        },
     }
 )
 
@@ -109,3 +168,32 @@ for _size in _SIZES:
         globals()[_fn.__name__] = register_model(_fn)
 
 __all__ += [f"vit_{s}_patch16_{a}_224" for s in _SIZES for a in _ALIASES]
+
+
+def _make_rope_vit_entry(size: str, alias: str) -> Callable[..., MultiposVisionTransformer]:
+    _, scheme, extra = _ROPE_VIT[alias]
+    name = f"vit_{size}_patch16_multipos_{alias}_224"
+
+    def entry(pretrained: bool = False, **kwargs: Any) -> MultiposVisionTransformer:
+        # The registered defaults are the paper's (axial base 100, mixed base 10).
+        kwargs.setdefault("pos_scheme", list(scheme))
+        args = {"patch_size": 16, **_ROPE_VIT_SIZES[size], **_ROPE_VIT_ARGS, **extra, **kwargs}
+        return _create(name, pretrained, _filter_rope_vit, **args)
+
+    entry.__name__ = name
+    entry.__qualname__ = name
+    entry.__doc__ = (
+        f"RoPE-ViT-{size[0].upper()}/16 ({alias.removeprefix('ropevit_')}) with the official "
+        "weights (naver-ai/rope-vit, via timm's Eva checkpoint) on pretrained=True; pos_scheme "
+        "and pos_cfg may add schemes (PEG) or a rotary scaling (YaRN, NTK)."
+    )
+    return entry
+
+
+for _size in _ROPE_VIT_SIZES:
+    for _alias in _ROPE_VIT:
+        _fn = _make_rope_vit_entry(_size, _alias)
+        _fn.__module__ = __name__
+        globals()[_fn.__name__] = register_model(_fn)
+
+__all__ += [f"vit_{s}_patch16_multipos_{a}_224" for s in _ROPE_VIT_SIZES for a in _ROPE_VIT]

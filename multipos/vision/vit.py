@@ -125,7 +125,9 @@ class MultiposVisionMixin:
         positions = build_grid_positions(
             grid, num_prefix_tokens=self.num_prefix_tokens, device=device
         )
-        full = positions.with_prefix()
+        # (row, col) -> (x, y) = (col, row): the first rotary section turns with the column,
+        # as in the official RoPE-ViT code and timm's Eva, so their weights transfer as they are.
+        full = positions.with_prefix().flip(0)
         rope = self.rope(full) if self.rope is not None else None
         buckets = None
         if (c := self.pos_schemes.get("irpe")) is not None:
