@@ -24,7 +24,7 @@ from multipos.vision.schemes import (
     RopeMixedConfig,
     ViTScheme,
 )
-from multipos.vision.vit import MultiposVisionTransformer
+from multipos.vision.vit import MultiposVisionMixin, MultiposVisionTransformer
 
 __all__ = [
     "IRPEConfig",
@@ -32,6 +32,7 @@ __all__ = [
     "MixedRotaryEmbedding",
     "MultiposAttention",
     "MultiposBlock",
+    "MultiposVisionMixin",
     "MultiposVisionTransformer",
     "PEGConfig",
     "PositionalEncodingGenerator",

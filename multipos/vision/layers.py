@@ -176,6 +176,7 @@ def build_block_modules(
             ref.shape[1],
             kernel_size=c.kernel_size,
             init=c.init,
+            generator=generator,
             device=ref.device,
         ).to(dtype=ref.dtype)
     return BlockModules(irpe, rope_mixed, peg)

@@ -2,6 +2,7 @@ r"""Positional encoding generator (PEG), the conditional position encoding of CP
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import torch
@@ -11,7 +12,7 @@ from multipos.registry import register_scheme
 
 __all__ = ["PEGInit", "PositionalEncodingGenerator"]
 
-PEGInit = Literal["default", "zero"]
+PEGInit = Literal["twins", "default", "zero"]
 PEG_INITS: tuple[str, ...] = get_args(PEGInit)
 
 
@@ -30,9 +31,17 @@ class PositionalEncodingGenerator(nn.Module):
     Args:
         dim: Channels ``C``, the token width of the model.
         kernel_size: Odd kernel size ``k`` (3 in the paper).
-        init: ``"default"`` (PyTorch's convolution init, as trained in the paper) or ``"zero"``
-            (weights and bias zero, so the module starts as the identity: used when adding a
-            PEG to a trained model).
+        init: Where the initial weights come from:
+
+            - ``"twins"`` (default): weights from :math:`\mathcal{N}(0, 2 / \text{fan\_out})`
+              with :math:`\text{fan\_out} = k^2 C / \text{groups} = k^2`, bias zero; the
+              init of the only released PEG training code, ``CPVTV2._init_weights`` of Twins
+              ("Twins: Revisiting the Design of Spatial Attention in Vision Transformers",
+              Chu et al., 2021, arXiv:2104.13840; the CPVT paper does not state one);
+            - ``"default"``: PyTorch's ``Conv2d`` init (Kaiming-uniform weights and bias);
+            - ``"zero"``: weights and bias zero, so the module starts as the identity (used
+              when adding a PEG to a trained model).
+        generator: Random generator for the ``"twins"`` and ``"default"`` inits.
         device: Device of the parameters.
 
     Shape:
@@ -48,7 +57,8 @@ class PositionalEncodingGenerator(nn.Module):
         dim: int,
         *,
         kernel_size: int = 3,
-        init: PEGInit = "default",
+        init: PEGInit = "twins",
+        generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -59,10 +69,28 @@ class PositionalEncodingGenerator(nn.Module):
         self.proj = nn.Conv2d(
             dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=True, device=device
         )
-        if init == "zero":
-            with torch.no_grad():
-                self.proj.weight.zero_()
-                self.proj.bias.zero_()  # type: ignore[union-attr]
+        self.init: PEGInit = init
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw the initial weights named by ``init``."""
+        weight, bias = self.proj.weight, self.proj.bias
+        assert bias is not None
+        if self.init == "zero":
+            weight.zero_()
+            bias.zero_()
+        elif self.init == "twins":
+            k_h, k_w = self.proj.kernel_size
+            fan_out = k_h * k_w * self.proj.out_channels // self.proj.groups
+            weight.normal_(0.0, math.sqrt(2.0 / fan_out), generator=generator)
+            bias.zero_()
+        else:
+            # PyTorch's Conv2d.reset_parameters (Kaiming-uniform, a = sqrt(5)) with the
+            # generator: weight and bias bounds are both 1 / sqrt(fan_in).
+            bound = 1.0 / math.sqrt(weight[0].numel())
+            weight.uniform_(-bound, bound, generator=generator)
+            bias.uniform_(-bound, bound, generator=generator)
 
     def forward(self, x: Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0) -> Tensor:
         height, width = grid

@@ -9,18 +9,41 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from multipos.vision.config import VisionSchemes
-from multipos.vision.vit import MultiposVisionMixin
+from multipos.vision.vit import MultiposVisionMixin, MultiposVisionTransformer
 
 __all__ = ["apply_scheme"]
 
 _MIXIN_CLASSES: dict[type, type] = {}
 
 
+def _new_retrofitted(base: type) -> Any:
+    """An empty instance of the retrofit class of ``base`` (unpickling fills its state)."""
+    cls = _retrofit_class(base)
+    return object.__new__(cls)
+
+
+def _reduce_retrofitted(self: Any, protocol: int) -> tuple[Any, ...]:
+    # The class is made at run time, so pickle cannot find it by name: rebuild it from the
+    # importable class it extends.
+    return _new_retrofitted, (type(self).retrofit_base,), self.__dict__.copy()
+
+
 def _retrofit_class(cls: type) -> type:
     if issubclass(cls, MultiposVisionMixin):
         return cls
+    if cls is VisionTransformer:
+        return MultiposVisionTransformer
     if cls not in _MIXIN_CLASSES:
-        _MIXIN_CLASSES[cls] = type(f"Multipos{cls.__name__}", (MultiposVisionMixin, cls), {})
+        # Subclasses of VisionTransformer get their own class: MultiposVisionMixin and ``cls``.
+        _MIXIN_CLASSES[cls] = type(
+            f"MultiposRetrofit{cls.__name__}",
+            (MultiposVisionMixin, cls),
+            {
+                "retrofit_base": cls,
+                "__reduce_ex__": _reduce_retrofitted,
+                "__module__": __name__,
+            },
+        )
     return _MIXIN_CLASSES[cls]
 
 
@@ -49,7 +72,10 @@ def apply_scheme(
         **cfg: Options per scheme, e.g. ``irpe={"on": "qkv"}, peg={"blocks": [0]}``.
 
     Returns:
-        The same model object.
+        The same model object, now a :class:`~multipos.vision.MultiposVisionTransformer` (a
+        plain timm ``VisionTransformer``) or, for a subclass of it, an instance of both that
+        subclass and :class:`~multipos.vision.vit.MultiposVisionMixin`, the type every model
+        with schemes shares. Either saves and loads with ``torch.save`` / ``torch.load``.
 
     Raises:
         TypeError: If ``model`` is not a timm ``VisionTransformer`` with timm blocks.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from multipos.bias import IRPE_METHODS, IRPE_MODES, IRPEMethod, IRPEMode
 from multipos.frequencies import FrequencyScaling
@@ -34,8 +34,9 @@ __all__ = [
     "ViTScheme",
 ]
 
-# PEG and LFF offer the same two initialisations of their new parameters.
-InitName = PEGInit
+# LFF's new parameters: the module's own init, or a zero last layer (encoding starts at zero).
+LFFInit = Literal["default", "zero"]
+LFF_INITS: tuple[str, ...] = get_args(LFFInit)
 
 _IRPE = scheme_defaults("irpe")
 _PEG = scheme_defaults("peg")
@@ -67,10 +68,12 @@ class PEGConfig:
 
     blocks: tuple[int, ...] = (0,)
     kernel_size: int = _PEG["kernel_size"]
-    init: InitName = _PEG["init"]
+    init: PEGInit = _PEG["init"]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+        if self.init not in PEG_INITS:
+            raise ValueError(f"peg init must be one of {PEG_INITS}, got {self.init!r}")
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,11 @@ class LFFConfig:
     hidden_dim: int = _LFF["hidden_dim"]
     gamma: float = _LFF["gamma"]
     coords: Literal["unit", "reference"] = "unit"
-    init: InitName = "default"
+    init: LFFInit = "default"
 
     def __post_init__(self) -> None:
-        if self.init not in PEG_INITS:
-            raise ValueError(f"lff init must be one of {PEG_INITS}, got {self.init!r}")
+        if self.init not in LFF_INITS:
+            raise ValueError(f"lff init must be one of {LFF_INITS}, got {self.init!r}")
         if self.coords not in ("unit", "reference"):
             raise ValueError(f"lff coords must be 'unit' or 'reference', got {self.coords!r}")
 

@@ -118,6 +118,23 @@ class MultiposVisionMixin:
         for block, modules in zip(self.blocks, new.blocks, strict=True):
             MultiposBlock.install(block, modules)
 
+    @torch.jit.ignore  # type: ignore[untyped-decorator]
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names timm's optimizer factory keeps out of weight decay.
+
+        timm's own (``pos_embed``, ``cls_token``...), plus, as the official codes do: the
+        RoPE-Mixed frequencies (naver-ai/rope-vit excludes ``freqs``) and every PEG parameter
+        (Twins excludes ``pos_block.*``). iRPE tables and LFF stay decayed, as in the official
+        DeiT+iRPE code (which excludes only ``pos_embed`` and ``cls_token``).
+        """
+        own = getattr(super(), "no_weight_decay", None)
+        names: set[str] = set(own()) if own is not None else set()
+        assert isinstance(self, torch.nn.Module)
+        for name, _ in self.named_parameters():
+            if name.endswith(".rope_mixed.freqs") or ".peg." in name:
+                names.add(name)
+        return names
+
     def position_context(
         self, grid: tuple[int, int], device: torch.device
     ) -> VisionPositionContext:
