@@ -29,7 +29,11 @@ from tqdm.auto import tqdm
 
 from multipos.clip.distributed import DistInfo, barrier
 
-__all__ = ["StageConfig", "run_stage"]
+__all__ = ["PRECISIONS", "StageConfig", "run_stage"]
+
+PRECISIONS = ("fp32", "bf16")
+#: Settings a resumed run may change (they do not alter the result).
+RESUMABLE_CHANGES = ("checkpoint_every", "workers")
 
 
 @dataclass
@@ -46,10 +50,14 @@ class StageConfig:
         grad_clip: Gradient-norm clip (``None``: off).
         seed: Seed of the batch order.
         checkpoint_every: Write a checkpoint every this many steps (0: only at the end).
+        accum_freq: Micro-batches of ``batch_size`` per optimizer step (gradients averaged;
+            a contrastive loss still sees ``batch_size`` negatives per micro-batch).
+        precision: ``"fp32"`` or ``"bf16"`` (autocast; weights and optimizer stay fp32).
+        workers: DataLoader worker processes that read and decode items (0: in the loop).
 
     Raises:
-        ValueError: If ``batch_size``, ``steps`` or ``epochs`` is below 1 or ``lr`` is not
-            positive.
+        ValueError: If ``batch_size``, ``steps``, ``epochs`` or ``accum_freq`` is below 1,
+            ``workers`` is negative, ``lr`` is not positive or ``precision`` is unknown.
     """
 
     epochs: int = 1
@@ -61,8 +69,17 @@ class StageConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     checkpoint_every: int = 100
+    accum_freq: int = 1
+    precision: str = "fp32"
+    workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.accum_freq < 1:
+            raise ValueError(f"accum_freq must be >= 1, got {self.accum_freq}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.steps is not None and self.steps < 1:
@@ -81,7 +98,7 @@ def _epoch_order(num_items: int, seed: int, repeats: int) -> Tensor:
 
 
 def _batch_indices(num_items: int, config: StageConfig, info: DistInfo, step: int) -> list[int]:
-    """Item indices of this rank's batch at global ``step``."""
+    """Item indices of this rank's batch at global micro-batch ``step``."""
     per_step = config.batch_size * info.world_size
     steps_per_epoch = max(1, num_items // per_step)
     epoch, within = divmod(step, steps_per_epoch)
@@ -95,7 +112,43 @@ def _batch_indices(num_items: int, config: StageConfig, info: DistInfo, step: in
 def _total_steps(num_items: int, config: StageConfig, info: DistInfo) -> int:
     if config.steps is not None:
         return config.steps
-    return config.epochs * max(1, num_items // (config.batch_size * info.world_size))
+    per_step = config.batch_size * info.world_size * config.accum_freq
+    return config.epochs * max(1, num_items // per_step)
+
+
+class _StepBatches(torch.utils.data.Sampler[list[int]]):
+    """The index lists of micro-batches ``start, start + 1, ...`` (for a DataLoader)."""
+
+    def __init__(self, num_items: int, config: StageConfig, info: DistInfo, start: int, stop: int):
+        self.args = (num_items, config, info)
+        self.start, self.stop = start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for micro in range(self.start, self.stop):
+            yield _batch_indices(*self.args, micro)
+
+
+def _check_resume(
+    state: dict[str, Any], stage: str, extra: dict[str, Any], config: StageConfig, checkpoint: Path
+) -> None:
+    if state.get("stage") != stage or state.get("extra") != extra:
+        raise ValueError(
+            f"checkpoint {checkpoint} belongs to another run (stage/spec differ): "
+            f"{state.get('stage')!r} {state.get('extra')} vs {stage!r} {extra}"
+        )
+    saved, now = state.get("config", {}), asdict(config)
+    changed = sorted(
+        k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]
+    )
+    if changed:
+        details = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(
+            f"checkpoint {checkpoint} was written with other settings ({details}); resume "
+            "with the same settings or start a new run"
+        )
 
 
 def _schedule(config: StageConfig, total: int) -> Callable[[int], float]:
@@ -182,16 +235,18 @@ def run_stage(
         lr=config.lr,
     )
     num_items = len(dataset)  # type: ignore[arg-type]
+    if num_items < config.batch_size * info.world_size:
+        raise ValueError(
+            f"stage {stage!r}: {num_items} items for a batch of {config.batch_size} x "
+            f"{info.world_size} process(es); a batch would repeat items (false negatives in a "
+            "contrastive loss): lower the batch size or add data"
+        )
     total = _total_steps(num_items, config, info)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total))
     step, history = 0, []
     if resume and checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("stage") != stage or state.get("extra") != extra_state:
-            raise ValueError(
-                f"checkpoint {checkpoint} belongs to another run (stage/spec differ): "
-                f"{state.get('stage')!r} {state.get('extra')} vs {stage!r} {extra_state}"
-            )
+        _check_resume(state, stage, extra_state, config, checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -225,12 +280,22 @@ def run_stage(
         total=total, initial=step, desc=stage, disable=not (progress and info.main), leave=False
     )
     model.train()
+    accum = config.accum_freq
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_StepBatches(num_items, config, info, step * accum, total * accum),
+        num_workers=config.workers,
+    )
+    batches = iter(loader)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     while step < total:
-        indices = _batch_indices(num_items, config, info, step)
-        batch = torch.utils.data.default_collate([dataset[i] for i in indices])
-        loss = loss_of_batch(wrapped, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss = torch.zeros((), device=device)
+        for _ in range(accum):
+            with autocast:
+                micro = loss_of_batch(wrapped, next(batches)).float() / accum
+            micro.backward()  # type: ignore[no-untyped-call]
+            loss = loss + micro.detach()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()

@@ -24,18 +24,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-import open_clip
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 from multipos.clip.data import CaptionDataset, PairDataset
 from multipos.clip.distributed import DistInfo, init_distributed
 from multipos.clip.loop import StageConfig, run_stage
+from multipos.clip.objectives import (
+    DistillLoss,
+    LongShortClipLoss,
+    distillation_loss,
+    first_sentence_ids,
+    period_token_id,
+)
+from multipos.clip.recipes import freeze_position_rows, release_position_rows
 from multipos.clip.spec import TextContextSpec, text_context_spec
+from multipos.clip.towers import text_tower as text_tower_of
 from multipos.clip.towers import trim_tokens
 
 __all__ = ["distill_text_tower", "finetune_long_captions", "text_parameters"]
@@ -82,6 +89,7 @@ def distill_text_tower(
     config: StageConfig | None = None,
     *,
     train_token_embedding: bool = False,
+    loss: DistillLoss = "cosine",
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -102,6 +110,8 @@ def distill_text_tower(
         tokenizer: Tokenizer at the teacher's context length.
         config: Hyper-parameters.
         train_token_embedding: Also train the token table.
+        loss: ``"cosine"`` (TULIP's script), ``"mse"`` or ``"l2"``
+            (:func:`~multipos.clip.objectives.distillation_loss`).
         checkpoint: Checkpoint file (written every ``config.checkpoint_every`` steps and at the
             end).
         resume: Continue from ``checkpoint`` if it exists.
@@ -112,9 +122,11 @@ def distill_text_tower(
         The loss of every step (averaged over ranks).
 
     Raises:
-        ValueError: If ``student`` is not upgraded or the checkpoint belongs to another run.
+        ValueError: If ``student`` is not upgraded, ``loss`` is unknown, there are fewer
+            captions than a batch, or the checkpoint belongs to another run.
     """
     spec = _upgraded_spec(student, "student")
+    distillation_loss(torch.zeros(1, 1), torch.zeros(1, 1), loss)  # refuses an unknown kind
     info = info or init_distributed()
     teacher.eval()
     for p in teacher.parameters():
@@ -130,7 +142,7 @@ def distill_text_tower(
         trimmed = trim_tokens(tokens)
         with torch.no_grad():
             target = cast(Any, teacher).encode_text(trimmed if trim_teacher else tokens)
-        return (1.0 - F.cosine_similarity(module(trimmed), target, dim=-1)).mean()
+        return distillation_loss(module(trimmed).float(), target.float(), loss)
 
     return run_stage(
         stage="distill",
@@ -144,8 +156,24 @@ def distill_text_tower(
         checkpoint=checkpoint,
         resume=resume,
         progress=progress,
-        extra_state={"spec": spec.to_dict()},
+        extra_state={"spec": spec.to_dict(), "loss": loss},
     )
+
+
+class _LongShortFeatures(nn.Module):
+    """Normalised image, long-caption and first-sentence features in one ``forward`` (so DDP
+    sees every parameter the losses use)."""
+
+    def __init__(self, model: nn.Module, short: bool) -> None:
+        super().__init__()
+        self.model, self.short = model, short
+
+    def forward(self, images: Tensor, long_ids: Tensor, short_ids: Tensor) -> tuple[Any, ...]:
+        model = cast(Any, self.model)
+        image = model.encode_image(images, normalize=True)
+        text = model.encode_text(trim_tokens(long_ids), normalize=True)
+        short = model.encode_text(trim_tokens(short_ids), normalize=True) if self.short else None
+        return image, text, short, model.logit_scale.exp()
 
 
 def finetune_long_captions(
@@ -157,6 +185,12 @@ def finetune_long_captions(
     *,
     lock_image: bool = False,
     train_token_embedding: bool = False,
+    long_weight: float = 1.0,
+    short_weight: float = 0.0,
+    short_image: Literal["full", "pca"] = "full",
+    pca_dim: int = 32,
+    label_smoothing: float = 0.0,
+    frozen_rows: int = 0,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -185,6 +219,16 @@ def finetune_long_captions(
         config: Hyper-parameters.
         lock_image: Freeze the image tower (LiT-style); TULIP trains both towers.
         train_token_embedding: Also train the token table.
+        long_weight, short_weight: Weights of the long-caption and first-sentence losses
+            (:class:`~multipos.clip.objectives.LongShortClipLoss`; Long-CLIP 1 / 1, TULIP
+            0.8 / 0.2). First sentences are cut from the caption ids at the first period
+            (:func:`~multipos.clip.objectives.first_sentence_ids`), at the original length.
+        short_image: ``"pca"``: the first-sentence loss sees image features reduced to
+            ``pca_dim`` principal components (Long-CLIP); ``"full"``: as they are (TULIP).
+        pca_dim: Components kept for ``"pca"`` (Long-CLIP: 32).
+        label_smoothing: Label smoothing of both losses (Long-CLIP: 0.1).
+        frozen_rows: Keep the first rows of a ``"linear"``/``"kps"`` table frozen while
+            training (Long-CLIP: 20; :func:`~multipos.clip.recipes.freeze_position_rows`).
         checkpoint, resume, progress, info: As :func:`distill_text_tower`.
 
     Returns:
@@ -201,30 +245,57 @@ def finetune_long_captions(
         if preprocess is None or tokenizer is None:
             raise ValueError("preprocess and tokenizer are needed for (path, caption) pairs")
         dataset = PairDataset(pairs, preprocess, tokenizer)
+    loss_fn = LongShortClipLoss(
+        long_weight,
+        short_weight,
+        short_image=short_image,
+        pca_dim=pca_dim,
+        label_smoothing=label_smoothing,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    if frozen_rows:
+        freeze_position_rows(model, frozen_rows)
     trainable = text_parameters(model, token_embedding=train_token_embedding)
     trainable.append("logit_scale")
     if not lock_image:
         trainable += [n for n, _ in model.named_parameters() if n.startswith("visual.")]
-    loss_fn = open_clip.ClipLoss(rank=info.rank, world_size=info.world_size)
     device = next(model.parameters()).device
+    period = period_token_id()
+    eot = int(getattr(text_tower_of(model), "text_eos_id", None) or 49407)
 
     def loss_of_batch(module: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
         images, tokens = batch
-        out = module(images.to(device), trim_tokens(tokens.to(device)))
-        image_features, text_features, logit_scale = out[0], out[1], out[2]
-        return cast(Tensor, loss_fn(image_features, text_features, logit_scale))
+        tokens = tokens.to(device)
+        short = first_sentence_ids(
+            tokens, period_id=period, eot_id=eot, length=spec.original_length
+        )
+        image, text, short_text, scale = module(images.to(device), tokens, short)
+        return cast(Tensor, loss_fn(image, text, scale, short_text))
 
-    return run_stage(
-        stage="finetune",
-        model=model,
-        trainable=trainable,
-        ddp_module=model,
-        dataset=dataset,
-        loss_of_batch=loss_of_batch,
-        config=config,
-        info=info,
-        checkpoint=checkpoint,
-        resume=resume,
-        progress=progress,
-        extra_state={"spec": spec.to_dict(), "lock_image": lock_image},
-    )
+    objective = {
+        "lock_image": lock_image,
+        "train_token_embedding": train_token_embedding,
+        "weights": [long_weight, short_weight],
+        "short_image": short_image,
+        "pca_dim": pca_dim,
+        "label_smoothing": label_smoothing,
+        "frozen_rows": frozen_rows,
+    }
+    try:
+        return run_stage(
+            stage="finetune",
+            model=model,
+            trainable=trainable,
+            ddp_module=_LongShortFeatures(model, short_weight > 0),
+            dataset=dataset,
+            loss_of_batch=loss_of_batch,
+            config=config,
+            info=info,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=progress,
+            extra_state={"spec": spec.to_dict(), **objective},
+        )
+    finally:
+        release_position_rows(model)

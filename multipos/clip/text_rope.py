@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from multipos.attention import attention
 from multipos.rotary import RotaryEmbedding, apply_rotary
 
-__all__ = ["RotaryAttention", "rotary_text_blocks"]
+__all__ = ["RotaryAttention", "RotaryResidualBlock", "rotary_text_blocks"]
 
 
 def _additive_mask(
@@ -233,9 +233,27 @@ class RotaryAttention(Attention):  # type: ignore[misc]
         return cast(Tensor, self.out_drop(self.out_proj(out)))
 
 
+class RotaryResidualBlock(CustomResidualAttentionBlock):  # type: ignore[misc]
+    """open_clip's ``CustomResidualAttentionBlock`` that also takes the call open_clip's
+    ``Transformer`` makes under gradient checkpointing, ``block(x, None, None, attn_mask)``
+    (the signature of its default block); the unused key/value slots must be ``None``."""
+
+    def forward(
+        self,
+        x: Tensor,
+        k_x: Tensor | None = None,
+        v_x: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        if k_x is not None or v_x is not None:
+            raise ValueError("rotary text blocks are self-attention: k_x and v_x must be None")
+        return cast(Tensor, super().forward(x, attn_mask=attn_mask))
+
+
 def _custom_block(block: nn.Module) -> CustomResidualAttentionBlock:
-    """A ``CustomResidualAttentionBlock`` that reuses the submodules of a default block."""
+    """A :class:`RotaryResidualBlock` that reuses the submodules of an open_clip block."""
     if isinstance(block, CustomResidualAttentionBlock):
+        block.__class__ = RotaryResidualBlock
         return block
     if not isinstance(block, ResidualAttentionBlock):
         raise TypeError(
@@ -247,7 +265,7 @@ def _custom_block(block: nn.Module) -> CustomResidualAttentionBlock:
     width = block.attn.embed_dim
     hidden = block.mlp.c_fc.out_features
     with torch.device("meta"):
-        new = CustomResidualAttentionBlock(width, block.attn.num_heads, mlp_ratio=hidden / width)
+        new = RotaryResidualBlock(width, block.attn.num_heads, mlp_ratio=hidden / width)
     # Reuse the modules themselves: parameter names, norm classes and activations stay.
     new.ln_1, new.ls_1, new.ln_2, new.ls_2 = block.ln_1, block.ls_1, block.ln_2, block.ls_2
     new.attn = block.attn

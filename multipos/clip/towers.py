@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.transformer import TextTransformer, text_global_pool
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from multipos.clip.spec import TextContextSpec, text_context_spec
 
@@ -42,9 +43,12 @@ def text_tower(model: nn.Module) -> Any:
         TypeError: If ``model`` is not an open_clip ``CLIP`` / ``CustomTextCLIP``.
         ValueError: If the text tower is not open_clip's ``TextTransformer``.
     """
-    if type(model) in (CLIP, LongTextCLIP):
+    kind = type(model)
+    if parametrize.is_parametrized(model):
+        kind = kind.__bases__[0]  # torch's parametrize subclasses the model's class
+    if kind in (CLIP, LongTextCLIP):
         return model
-    if type(model) in (CustomTextCLIP, LongTextCustomCLIP):
+    if kind in (CustomTextCLIP, LongTextCustomCLIP):
         text = model.text
         if type(text) not in (TextTransformer, LongTextTransformer):
             raise ValueError(

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import pickle
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,15 +31,26 @@ import open_clip
 import torch
 
 from multipos.clip.checkpoint import save_upgraded
+from multipos.clip.checks import (
+    check_captions,
+    check_images,
+    check_resume_settings,
+    prepare_output,
+)
 from multipos.clip.data import read_captions, read_pairs
 from multipos.clip.distributed import init_distributed
 from multipos.clip.evaluation import evaluate_pairs, short_caption_preservation
-from multipos.clip.loop import StageConfig
+from multipos.clip.loop import PRECISIONS, StageConfig
+from multipos.clip.objectives import DISTILL_LOSSES
+from multipos.clip.recipes import RECIPES, extend_rotary_context, use_teacher_projection
 from multipos.clip.spec import METHODS, TextContextSpec
 from multipos.clip.stages import distill_text_tower, finetune_long_captions
 from multipos.clip.upgrade import upgrade_text_context
+from multipos.clip.upgrade_options import settle_options
+from multipos.frequencies import SCALING_KINDS
+from multipos.rotary import LAYOUTS
 
-__all__ = ["build_parser", "main", "resolve_model_name"]
+__all__ = ["build_parser", "main", "resolve_model_name", "settle_options"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,62 +59,121 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multipos-clip-upgrade",
         description="Upgrade the text tower of an open_clip CLIP model to a longer context "
         "(linear, Long-CLIP kps, TULIP rope), optionally distil and fine-tune it, and save a "
-        "directory open_clip loads back.",
+        "directory open_clip loads back. --recipe long-clip / tulip fills the options of the "
+        "official recipes; any option given explicitly wins.",
         epilog="Load the result with open_clip.create_model('local-dir:DIR') after "
         "'import multipos.clip', or with multipos.clip.load_upgraded(DIR).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", required=True, help="open_clip model name or JSON config path")
     g.add_argument(
         "--pretrained",
         default=None,
-        help="checkpoint file, or an open_clip tag (may download; default: random weights)",
+        help="checkpoint file, or an open_clip tag (may download); none = random weights",
     )
-    g.add_argument("--method", choices=METHODS, default="rope")
-    g.add_argument("--context-length", type=int, default=248)
-    g.add_argument("--keep", type=int, default=20, help="kps: rows kept unchanged")
-    g.add_argument("--stretch", type=float, default=None, help="kps: stretch factor")
-    g.add_argument("--rope-base", type=float, default=10000.0)
-    g.add_argument("--rope-layout", choices=("interleaved", "half"), default="interleaved")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default=None, help="official preset")
+    g.add_argument("--method", choices=METHODS, default=None, help="upgrade method [rope]")
+    g.add_argument("--context-length", type=int, default=248, help="new context length N")
+    g.add_argument("--keep", type=int, default=None, help="kps: rows kept unchanged [20]")
+    g.add_argument("--stretch", type=float, default=None, help="kps: stretch factor [auto]")
+    g.add_argument("--rope-base", type=float, default=None, help="rope: base [10000]")
+    g.add_argument(
+        "--rope-layout", choices=LAYOUTS, default=None, help="rope: channel pairs [interleaved]"
+    )
     g.add_argument(
         "--rope-scaling",
-        choices=("none", "linear", "ntk", "dynamic", "yarn"),
-        default="none",
-        help="rope frequency scaling (persisted in the saved config)",
+        choices=SCALING_KINDS,
+        default=None,
+        help="rope: frequency scaling, persisted in the saved config [none]",
     )
-    g.add_argument("--rope-scaling-factor", type=float, default=1.0)
+    g.add_argument("--rope-scaling-factor", type=float, default=None, help="rope: factor [1]")
     g.add_argument(
         "--rope-original-length",
         type=float,
         default=None,
-        help="dynamic/yarn: positions seen in training (default: the original context)",
+        help="rope dynamic/yarn: positions seen in training [the original context]",
     )
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", default="cpu", help="torch device")
 
     d = p.add_argument_group("data")
     d.add_argument("--distill-data", default=None, help="captions .txt or CSV (stage 1)")
     d.add_argument("--finetune-data", default=None, help="pairs CSV or folder (stage 2)")
     d.add_argument("--eval-data", default=None, help="pairs CSV or folder for evaluation")
-    d.add_argument("--csv-img-key", default="filepath")
-    d.add_argument("--csv-caption-key", default="title")
-    d.add_argument("--csv-separator", default="\t")
+    d.add_argument("--csv-img-key", default="filepath", help="CSV image column")
+    d.add_argument("--csv-caption-key", default="title", help="CSV caption column")
+    d.add_argument("--csv-separator", default="\t", help="CSV separator")
+    d.add_argument(
+        "--truncate-captions", action="store_true", help="accept captions longer than N (cut)"
+    )
 
-    t = p.add_argument_group("training")
-    t.add_argument("--distill-epochs", type=int, default=1)
-    t.add_argument("--distill-steps", type=int, default=None)
-    t.add_argument("--distill-lr", type=float, default=1e-4)
-    t.add_argument("--finetune-epochs", type=int, default=1)
-    t.add_argument("--finetune-steps", type=int, default=None)
-    t.add_argument("--finetune-lr", type=float, default=1e-5)
-    t.add_argument("--lock-image", action="store_true", help="freeze the image tower (stage 2)")
-    t.add_argument("--batch-size", type=int, default=32, help="per process")
-    t.add_argument("--weight-decay", type=float, default=0.1)
-    t.add_argument("--warmup", type=int, default=0)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=100, help="steps; 0 = end only")
-    t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
-    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    t = p.add_argument_group("stage 1: distillation")
+    t.add_argument("--distill-epochs", type=int, default=1, help="passes over the captions")
+    t.add_argument("--distill-steps", type=int, default=None, help="steps (overrides epochs)")
+    t.add_argument("--distill-lr", type=float, default=None, help="peak lr [1e-4]")
+    t.add_argument("--distill-weight-decay", type=float, default=None, help="AdamW wd [0.1]")
+    t.add_argument("--distill-warmup", type=int, default=None, help="warm-up steps [0]")
+    t.add_argument("--distill-loss", choices=DISTILL_LOSSES, default=None, help="distance [cosine]")
 
+    f = p.add_argument_group("stage 2: fine-tuning on (image, long caption) pairs")
+    f.add_argument("--finetune-epochs", type=int, default=None, help="passes over pairs [1]")
+    f.add_argument("--finetune-steps", type=int, default=None, help="steps (overrides epochs)")
+    f.add_argument("--finetune-lr", type=float, default=None, help="peak lr [1e-5]")
+    f.add_argument("--finetune-weight-decay", type=float, default=None, help="AdamW wd [0.1]")
+    f.add_argument("--finetune-warmup", type=int, default=None, help="warm-up steps [0]")
+    f.add_argument("--lock-image", action="store_true", help="freeze the image tower")
+    f.add_argument(
+        "--projection",
+        choices=("distilled", "teacher"),
+        default=None,
+        help="text projection for stage 2 after distillation [distilled]",
+    )
+    f.add_argument(
+        "--train-token-embedding",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="stage 2 trains the token table [no]",
+    )
+    f.add_argument(
+        "--frozen-rows", type=int, default=None, help="linear/kps: table rows kept frozen [0]"
+    )
+    f.add_argument("--long-weight", type=float, default=None, help="long-caption loss [1]")
+    f.add_argument("--short-weight", type=float, default=None, help="first-sentence loss [0]")
+    f.add_argument(
+        "--short-image",
+        choices=("full", "pca"),
+        default=None,
+        help="image features of the first-sentence loss [full]",
+    )
+    f.add_argument("--pca-dim", type=int, default=None, help="pca: components [32]")
+    f.add_argument("--label-smoothing", type=float, default=None, help="both losses [0]")
+    f.add_argument("--logit-scale", type=float, default=None, help="initial log scale [keep]")
+    f.add_argument(
+        "--finetune-context-length", type=int, default=None, help="rope: stage-2 length [N]"
+    )
+    f.add_argument(
+        "--finetune-rope-scaling",
+        choices=("none", "dynamic"),
+        default=None,
+        help="rope: stage-2 scaling over N [none]",
+    )
+    f.add_argument(
+        "--finetune-rope-scaling-factor", type=float, default=None, help="its factor [1]"
+    )
+
+    r = p.add_argument_group("run")
+    r.add_argument("--batch-size", type=int, default=32, help="per process")
+    r.add_argument("--accum-freq", type=int, default=1, help="micro-batches per step")
+    r.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype")
+    r.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    r.add_argument("--seed", type=int, default=0, help="seed of weights and batch order")
+    r.add_argument("--checkpoint-every", type=int, default=100, help="steps; 0 = end only")
+    r.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    r.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep DIR/checkpoints after success"
+    )
+    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--out", required=True, help="output directory")
     return p
 
@@ -140,10 +212,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return _run(settle_options(args))
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"multipos-clip-upgrade: error: {err}", file=sys.stderr)
         return 2
+
+
+def _load_model(name: str, pretrained: str | None, device: torch.device) -> Any:
+    try:
+        return open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    except (KeyError, RuntimeError, pickle.UnpicklingError, EOFError) as err:
+        if pretrained is not None and Path(pretrained).is_file():
+            raise ValueError(
+                f"--pretrained {pretrained} is not an open_clip/OpenAI checkpoint of {name} "
+                f"({type(err).__name__}: {err})"
+            ) from err
+        raise
+
+
+def _read_all(args: argparse.Namespace, short_tok: Any, long_tok: Any) -> dict[str, Any]:
+    """Every data source read and checked before training: captions, pairs, images."""
+    keys = dict(caption_key=args.csv_caption_key, separator=args.csv_separator)
+    data: dict[str, Any] = {}
+    if args.distill_data is not None:
+        data["distill"] = read_captions(args.distill_data, **keys)
+        check_captions(data["distill"], short_tok, source=args.distill_data, truncate=True)
+    for stage, source in (("finetune", args.finetune_data), ("eval", args.eval_data)):
+        if source is not None:
+            pairs = read_pairs(source, img_key=args.csv_img_key, **keys)
+            check_captions(
+                [c for _, c in pairs], long_tok, source=source, truncate=args.truncate_captions
+            )
+            check_images(pairs, source=source)
+            data[stage] = pairs
+    return data
+
+
+def _config(args: argparse.Namespace, stage: str) -> StageConfig:
+    return StageConfig(
+        epochs=getattr(args, f"{stage}_epochs"),
+        steps=getattr(args, f"{stage}_steps"),
+        lr=getattr(args, f"{stage}_lr"),
+        weight_decay=getattr(args, f"{stage}_weight_decay"),
+        warmup=getattr(args, f"{stage}_warmup"),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        accum_freq=args.accum_freq,
+        precision=args.precision,
+        workers=args.workers,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -151,80 +269,84 @@ def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and info.world_size > 1:
         device = torch.device("cuda", info.local_rank)
-    torch.manual_seed(args.seed)
     name = resolve_model_name(args.model)
     model_cfg = open_clip.get_model_config(name)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=args.pretrained, device=device
-    )
-    model.eval()
     original_length = int(model_cfg["text_cfg"].get("context_length", 77))
+    if args.context_length <= original_length:
+        raise ValueError(
+            f"--context-length {args.context_length} does not extend the original "
+            f"{original_length} tokens; give a longer one"
+        )
     short_tokenizer = open_clip.get_tokenizer(name, context_length=original_length)
     long_tokenizer = open_clip.get_tokenizer(name, context_length=args.context_length)
-    need_teacher = args.distill_data is not None or args.eval_data is not None
+    data = _read_all(args, short_tokenizer, long_tokenizer)
+    for stage in ("distill", "finetune"):
+        if stage in data and len(data[stage]) < args.batch_size * info.world_size:
+            raise ValueError(
+                f"--{stage}-data has {len(data[stage])} items for a batch of {args.batch_size} "
+                f"x {info.world_size} process(es); a batch would repeat items (false negatives "
+                "in a contrastive loss): lower --batch-size or add data"
+            )
+    torch.manual_seed(args.seed)
+    model, _, preprocess = _load_model(name, args.pretrained, device)
+    out = Path(args.out)
+    if info.main:
+        prepare_output(out, overwrite=args.overwrite, resume=args.resume)
+        check_resume_settings(out, vars(args), resume=args.resume)
+    model.eval()
+    need_teacher = "distill" in data or "eval" in data
     teacher = copy.deepcopy(model) if need_teacher else None
 
     upgrade_text_context(
         model,
         args.method,
         args.context_length,
-        keep=args.keep,
+        keep=args.keep if args.keep is not None else 20,
         stretch=args.stretch,
-        base=args.rope_base,
-        layout=args.rope_layout,
-        scaling=_scaling(args, original_length),
+        base=args.rope_base or 10000.0,
+        layout=args.rope_layout or "interleaved",
+        scaling=_scaling(args, original_length) if args.method == "rope" else None,
     )
-    out = Path(args.out)
     ckpt_dir = out / "checkpoints"
     progress = not args.no_progress
-    summary: dict[str, Any] = {"method": args.method, "context_length": args.context_length}
-    common = dict(
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        warmup=args.warmup,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-    )
+    summary: dict[str, Any] = {
+        "method": args.method,
+        "recipe": args.recipe,
+        "context_length": args.context_length,
+    }
     finetune_ckpt = ckpt_dir / "finetune.pt"
-    skip_distill = args.resume and args.finetune_data is not None and finetune_ckpt.is_file()
-    if args.distill_data is not None and not skip_distill:
+    skip_distill = args.resume and "finetune" in data and finetune_ckpt.is_file()
+    if "distill" in data and not skip_distill:
         assert teacher is not None
-        captions = read_captions(
-            args.distill_data, caption_key=args.csv_caption_key, separator=args.csv_separator
-        )
         losses = distill_text_tower(
             teacher,
             model,
-            captions,
+            data["distill"],
             short_tokenizer,
-            StageConfig(
-                epochs=args.distill_epochs, steps=args.distill_steps, lr=args.distill_lr, **common
-            ),
+            _config(args, "distill"),
+            loss=args.distill_loss,
             checkpoint=ckpt_dir / "distill.pt",
             resume=args.resume,
             progress=progress,
             info=info,
         )
         summary["distill_loss_first_last"] = [losses[0], losses[-1]] if losses else []
-    if args.finetune_data is not None:
-        pairs = read_pairs(
-            args.finetune_data,
-            img_key=args.csv_img_key,
-            caption_key=args.csv_caption_key,
-            separator=args.csv_separator,
-        )
+    if "finetune" in data:
+        _prepare_finetune(args, model, teacher)
         losses = finetune_long_captions(
             model,
-            pairs,
+            data["finetune"],
             preprocess,
-            long_tokenizer,
-            StageConfig(
-                epochs=args.finetune_epochs,
-                steps=args.finetune_steps,
-                lr=args.finetune_lr,
-                **common,
-            ),
+            open_clip.get_tokenizer(name, context_length=model.text_context_spec.context_length),
+            _config(args, "finetune"),
             lock_image=args.lock_image,
+            train_token_embedding=args.train_token_embedding,
+            long_weight=args.long_weight,
+            short_weight=args.short_weight,
+            short_image=args.short_image,
+            pca_dim=args.pca_dim,
+            label_smoothing=args.label_smoothing,
+            frozen_rows=args.frozen_rows or 0,
             checkpoint=finetune_ckpt,
             resume=args.resume,
             progress=progress,
@@ -234,14 +356,9 @@ def _run(args: argparse.Namespace) -> int:
     model.eval()
     if info.main:
         save_upgraded(model, out, model_cfg)
-        if args.eval_data is not None:
+        if "eval" in data:
             assert teacher is not None
-            pairs = read_pairs(
-                args.eval_data,
-                img_key=args.csv_img_key,
-                caption_key=args.csv_caption_key,
-                separator=args.csv_separator,
-            )
+            pairs = data["eval"]
             summary["eval_upgraded"] = evaluate_pairs(model, pairs, preprocess, long_tokenizer)
             summary["eval_original"] = evaluate_pairs(teacher, pairs, preprocess, short_tokenizer)
             summary["short_caption_preservation"] = short_caption_preservation(
@@ -250,11 +367,35 @@ def _run(args: argparse.Namespace) -> int:
         summary["out"] = str(out)
         summary["spec"] = TextContextSpec.to_dict(model.text_context_spec)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if not args.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         print(json.dumps(summary))
     if info.world_size > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
+
+
+def _prepare_finetune(args: argparse.Namespace, model: Any, teacher: Any) -> None:
+    """Stage-2 model changes of the recipe: teacher projection, logit scale, rotary context."""
+    if args.projection == "teacher" and teacher is not None and args.distill_data is not None:
+        use_teacher_projection(model, teacher)
+    if args.logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(args.logit_scale)
+    if args.method == "rope" and (
+        args.finetune_context_length is not None or args.finetune_rope_scaling != "none"
+    ):
+        spec = model.text_context_spec
+        length = args.finetune_context_length or spec.context_length
+        scaling = None
+        if args.finetune_rope_scaling == "dynamic":
+            scaling = {
+                "kind": "dynamic",
+                "factor": args.finetune_rope_scaling_factor,
+                "original_length": float(spec.context_length),
+            }
+        extend_rotary_context(model, length, scaling)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def test_distillation_learns_and_keeps_the_projection() -> None:
 
 
 @pytest.mark.parametrize("teacher_method", [None, "kps"])
-def test_distillation_on_short_captions(teacher_method: str | None) -> None:
+@pytest.mark.parametrize("lengths", ["short", "mixed", "long"])
+def test_distillation_on_short_captions(teacher_method: str | None, lengths: str) -> None:
     """Captions shorter than 77 tokens: the student reads trimmed ids, an original teacher the
     full 77 (its encode_text needs them); the first loss is the cosine distance before any
     update."""
@@ -129,12 +130,14 @@ def test_distillation_on_short_captions(teacher_method: str | None) -> None:
         teacher = upgrade_text_context(teacher, teacher_method, 248)
     student = upgrade_text_context(copy.deepcopy(build(tiny_cfg())), "rope", 248)
     tokenizer = open_clip.get_tokenizer("ViT-B-32", context_length=77)
-    texts = captions(4, words=6)
+    words = {"short": [6] * 4, "mixed": [6, 30, 100, 3], "long": [100] * 4}[lengths]
+    texts = [captions(1, words=w, seed=i)[0] for i, w in enumerate(words)]
     ids = tokenizer(texts)
-    assert (ids[:, 20:] == 0).all()  # short enough to be trimmed
+    width = int((ids != 0).any(dim=0).nonzero().max()) + 1
+    assert width == {"short": 8, "mixed": 77, "long": 77}[lengths]
     with torch.no_grad():
         expected = 1.0 - torch.nn.functional.cosine_similarity(
-            student.encode_text(ids[:, :20]), teacher.encode_text(ids), dim=-1
+            student.encode_text(ids[:, :width]), teacher.encode_text(ids), dim=-1
         )
     losses = distill_text_tower(
         teacher,
@@ -276,6 +279,7 @@ def _cli_args(data: Path, out: Path, method: str = "rope") -> list[str]:
         "1",
         "--no-progress",
         "--lock-image",
+        "--keep-checkpoints",
         "--rope-scaling",
         "ntk",
         "--rope-scaling-factor",
