@@ -19,6 +19,10 @@ from multipos.vision.config import VisionSchemes
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
 
+# One graph node under torch.fx (as timm does for its own helpers): attention dispatches on
+# shapes, dtypes and devices, which symbolic tracing cannot follow.
+torch.fx.wrap("attention")
+
 __all__ = [
     "BlockModules",
     "MultiposAttention",
@@ -96,7 +100,10 @@ class MultiposAttention(Attention):
             q,
             k,
             v,
-            rotary=rotary,
+            # A plain pair and its layout: torch.fx records this call as one node and cannot
+            # rebuild a RotaryTables from its arguments.
+            rotary=None if rotary is None else (rotary.cos, rotary.sin),
+            layout=None if rotary is None else rotary.layout,
             bias=bias,
             contextual=contextual,
             values=values,

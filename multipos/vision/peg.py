@@ -16,6 +16,18 @@ PEGInit = Literal["twins", "default", "zero"]
 PEG_INITS: tuple[str, ...] = get_args(PEGInit)
 
 
+def _check_grid_tokens(x: Tensor, height: int, width: int, num_prefix_tokens: int) -> None:
+    if x.shape[1] - num_prefix_tokens != height * width:
+        raise ValueError(
+            f"PEG got {x.shape[1] - num_prefix_tokens} patch tokens for a {height}x{width} grid "
+            f"(x: {tuple(x.shape)}, num_prefix_tokens={num_prefix_tokens})"
+        )
+
+
+# One graph node under torch.fx: the check reads the token count, which tracing cannot.
+torch.fx.wrap("_check_grid_tokens")
+
+
 class PositionalEncodingGenerator(nn.Module):
     r"""Depthwise convolution over the patch grid, added to the tokens; prefix tokens pass through.
 
@@ -94,12 +106,8 @@ class PositionalEncodingGenerator(nn.Module):
 
     def forward(self, x: Tensor, grid: tuple[int, int], num_prefix_tokens: int = 0) -> Tensor:
         height, width = grid
+        _check_grid_tokens(x, height, width, num_prefix_tokens)
         prefix, tokens = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
-        if tokens.shape[1] != height * width:
-            raise ValueError(
-                f"PEG got {tokens.shape[1]} patch tokens for a {height}x{width} grid "
-                f"(x: {tuple(x.shape)}, num_prefix_tokens={num_prefix_tokens})"
-            )
         bsz, _, channels = tokens.shape
         # (B, H*W, C) -> (B, C, H, W)
         feat = tokens.transpose(1, 2).reshape(bsz, channels, height, width)

@@ -57,6 +57,7 @@ class MultiposVisionMixin:
     num_prefix_tokens: int
     norm: Any
     grad_checkpointing: bool
+    dynamic_img_size: bool
     _pos_embed: Callable[[Tensor], Tensor]
     patch_drop: Any
     norm_pre: Any
@@ -171,11 +172,15 @@ class MultiposVisionMixin:
 
     def _embed(self, x: Tensor) -> tuple[Tensor, VisionPositionContext]:
         x = self.patch_embed(x)
-        if x.dim() == 4:  # NHWC from dynamic_img_size
+        # Decided by configuration, not by the tensor, so that torch.fx can trace a model of
+        # fixed input size (as it traces timm's own ViT): the grid and the position context are
+        # then constants of the graph.
+        if self.dynamic_img_size:  # NHWC from the patch embedding
             grid = (x.shape[1], x.shape[2])
         else:
             grid = (self.patch_embed.grid_size[0], self.patch_embed.grid_size[1])
-        pos = self.position_context(grid, x.device)
+        assert isinstance(self, torch.nn.Module)
+        pos = self.position_context(grid, next(self.parameters()).device)
         x = self._pos_embed(x)
         if self.lff is not None:
             x = x + self._lff_term(pos, x)
