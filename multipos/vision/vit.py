@@ -57,7 +57,6 @@ class MultiposVisionMixin:
     num_prefix_tokens: int
     norm: Any
     grad_checkpointing: bool
-    dynamic_img_size: bool
     _pos_embed: Callable[[Tensor], Tensor]
     patch_drop: Any
     norm_pre: Any
@@ -175,7 +174,7 @@ class MultiposVisionMixin:
         # Decided by configuration, not by the tensor, so that torch.fx can trace a model of
         # fixed input size (as it traces timm's own ViT): the grid and the position context are
         # then constants of the graph.
-        if self.dynamic_img_size:  # NHWC from the patch embedding
+        if getattr(self, "dynamic_img_size", False):  # NHWC from the patch embedding
             grid = (x.shape[1], x.shape[2])
         else:
             grid = (self.patch_embed.grid_size[0], self.patch_embed.grid_size[1])
