@@ -34,6 +34,20 @@ def _mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return mask.to(dtype)
 
 
+def _check_broadcast(name: str, term: Tensor, shape: tuple[int, int, int, int]) -> None:
+    dims = tuple(term.shape)
+    ok = len(dims) <= 4 and all(d in (1, n) for d, n in zip(dims[::-1], shape[::-1], strict=False))
+    if not ok:
+        raise ValueError(f"{name} of shape {dims} does not broadcast to (B, H, L, S) = {shape}")
+
+
+def _check_table_heads(name: str, table: Tensor, heads: int) -> None:
+    if table.dim() != 3 or table.shape[0] not in (1, heads):
+        raise ValueError(
+            f"{name} table must be (H or 1, ...) with H = {heads} heads, got {tuple(table.shape)}"
+        )
+
+
 def _add(total: Tensor | None, term: Tensor) -> Tensor:
     return term if total is None else total + term
 
@@ -111,20 +125,39 @@ def attention(
         dropout_p: Dropout on the attention probabilities.
 
     Returns:
-        ``(B, H, L, Dv)`` in the dtype of ``q``.
+        ``(B, H, L, Dv)`` in the dtype of ``q``. A row that ``mask`` blocks entirely gives
+        zeros on every path.
 
     Raises:
-        ValueError: If q, k, v are not 4-D with matching batch/heads, a ``ContextualBias``
-            has an unknown ``on``, the rotary layout is missing, or ``layout``, ``rotary`` and
-            ``rotary_k`` name different layouts.
+        ValueError: If q, k, v are not 4-D with equal batch and heads (no broadcasting), a
+            ``bias`` or ``mask`` does not broadcast to ``(B, H, L, S)``, a contextual or value
+            table has another head count, a ``ContextualBias`` has an unknown ``on``, the
+            rotary layout is missing, or ``layout``, ``rotary`` and ``rotary_k`` name
+            different layouts.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
             f"q, k, v must be (B, H, L, D); got {tuple(q.shape)}, {tuple(k.shape)}, "
             f"{tuple(v.shape)}"
         )
-    if k.shape[:2] != v.shape[:2] or k.shape[-2] != v.shape[-2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if (
+        q.shape[:2] != k.shape[:2]
+        or k.shape[:2] != v.shape[:2]
+        or k.shape[-2] != v.shape[-2]
+        or q.shape[-1] != k.shape[-1]
+    ):
+        raise ValueError(
+            f"incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: batch and "
+            "heads must be equal, k and v must have the same length, q and k the same width"
+        )
+    batch, heads, length, span = q.shape[0], q.shape[1], q.shape[-2], k.shape[-2]
+    for name, term in (("bias", bias), ("mask", mask)):
+        if term is not None:
+            _check_broadcast(name, term, (batch, heads, length, span))
+    for term in contextual:
+        _check_table_heads("ContextualBias", term.table, heads)
+    for vterm in values:
+        _check_table_heads("ValueBias", vterm.table, heads)
     if rotary is not None:
         pairing = _rotary_layout(rotary, rotary_k, layout)
         q = apply_rotary(q, *rotary, layout=pairing)
@@ -135,7 +168,6 @@ def attention(
         raise ValueError(f"layout={layout!r} given without rotary tables")
     if scale is None:
         scale = q.shape[-1] ** -0.5
-    length, span = q.shape[-2], k.shape[-2]
 
     total: Tensor | None = None
     if bias is not None:
@@ -176,6 +208,9 @@ def attention(
     if total is not None:
         logits = logits + total
     probs = logits.softmax(dim=-1)
+    if mask is not None:
+        # A row the mask blocks entirely gives zeros, as on the SDPA path, not NaN.
+        probs = probs.nan_to_num(0.0)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     out = torch.matmul(probs, v)

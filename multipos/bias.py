@@ -62,8 +62,8 @@ class ValueBias(NamedTuple):
 
 
 def _irpe_coefficients(ratio: float) -> tuple[float, float, float]:
-    if not ratio > 0:
-        raise ValueError(f"iRPE ratio must be positive, got {ratio}")
+    if not (ratio > 0 and math.isfinite(ratio)):
+        raise ValueError(f"iRPE ratio must be positive and finite, got {ratio}")
     # alpha : beta : gamma = 1 : 2 : 8, scaled by ratio (paper, Sec. 3.3).
     return 1.0 * ratio, 2.0 * ratio, 8.0 * ratio
 
@@ -164,7 +164,8 @@ def irpe_buckets(
         :func:`irpe_num_buckets` rows.
 
     Raises:
-        ValueError: On an unknown method, non-2-D positions or a negative prefix count.
+        ValueError: On an unknown method, non-2-D or non-finite positions or a negative
+            prefix count.
     """
     if method not in IRPE_METHODS:
         raise ValueError(f"iRPE method must be one of {IRPE_METHODS}, got {method!r}")
@@ -176,6 +177,12 @@ def irpe_buckets(
         )
     if num_prefix_tokens < 0:
         raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+    if not torch.compiler.is_compiling():
+        # A NaN or inf offset would cast to an arbitrary bucket id (data-dependent check,
+        # skipped while compiling).
+        for name, pos in (("query", query), ("key", key)):
+            if pos.is_floating_point() and not bool(torch.isfinite(pos).all()):
+                raise ValueError(f"iRPE {name} positions must be finite, got NaN or inf")
     alpha, beta, gamma = _irpe_coefficients(ratio)
     b = int(beta)
     side = 2 * b + 1

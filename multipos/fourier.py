@@ -52,7 +52,8 @@ class LearnableFourierFeatures(nn.Module):
 
     Raises:
         ValueError: On an odd ``num_features``, ``dim`` not divisible by ``groups``, a
-            non-positive ``gamma``, or positions of the wrong leading shape.
+            non-positive ``gamma``, or positions of the wrong leading shape or not finite
+            (NaN, inf; checked outside ``torch.compile``).
     """
 
     def __init__(
@@ -114,6 +115,10 @@ class LearnableFourierFeatures(nn.Module):
             raise ValueError(
                 f"positions must be (M={self.num_axes}, ..., L) or (G={self.groups}, "
                 f"M={self.num_axes}, ..., L); got {tuple(positions.shape)}"
+            )
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(positions).all()):
+            raise ValueError(
+                f"positions must be finite, got NaN or inf in {tuple(positions.shape)}"
             )
         # (G, M, ..., L) -> (..., L, G, M)
         x = positions.movedim(0, -1).movedim(0, -1).to(torch.float32)

@@ -51,6 +51,10 @@ class FrequencyScaling:
             interpolated (divided by ``s``).
         attention_factor: YaRN: multiplier of cos and sin (so logits scale by its square);
             ``None`` takes the paper's :math:`0.1 \ln s + 1`.
+
+    Raises:
+        ValueError: On an unknown kind, a non-finite field (``factor=inf``), a factor out of
+            range for the kind, or a missing ``original_length``.
     """
 
     kind: ScalingKind = "none"
@@ -63,6 +67,10 @@ class FrequencyScaling:
     def __post_init__(self) -> None:
         if self.kind not in SCALING_KINDS:
             raise ValueError(f"scaling kind must be one of {SCALING_KINDS}, got {self.kind!r}")
+        for name in ("factor", "original_length", "beta_fast", "beta_slow", "attention_factor"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"scaling {name} must be finite, got {value}")
         if not self.factor > 0:
             raise ValueError(f"scaling factor must be positive, got {self.factor}")
         if self.kind in ("ntk", "dynamic", "yarn") and self.factor < 1:

@@ -92,8 +92,9 @@ class IRPE(nn.Module):
         num_prefix_tokens: Prefix tokens (class, registers) sharing one extra bucket.
 
     Raises:
-        ValueError: On an unknown method or mode, ``on`` with letters other than q/k/v,
-            or ``"bias"`` mode on values (undefined in the paper).
+        ValueError: On a non-positive ``num_heads``/``head_dim``, an unknown method or mode,
+            ``on`` with letters other than q/k/v, or ``"bias"`` mode on values (undefined in
+            the paper).
     """
 
     def __init__(
@@ -109,6 +110,9 @@ class IRPE(nn.Module):
         num_prefix_tokens: int = 1,
     ) -> None:
         super().__init__()
+        for name, value in (("num_heads", num_heads), ("head_dim", head_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         if mode not in IRPE_MODES:
             raise ValueError(f"iRPE mode must be one of {IRPE_MODES}, got {mode!r}")
         sides = set(on)

@@ -6,6 +6,7 @@ never inferred from a token count.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -65,6 +66,17 @@ class GridPositions:
         return mask
 
 
+def _whole(value: object, what: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{what} must be an integer, got {value!r} ({type(value).__name__})"
+        ) from None
+
+
 def build_grid_positions(
     shape: Sequence[int],
     *,
@@ -96,11 +108,13 @@ def build_grid_positions(
         :class:`GridPositions` with ``patches: (A, N)`` float32.
 
     Raises:
+        TypeError: On a size that is not a whole number (``14.7``).
         ValueError: On a non-positive size, a negative prefix count, an unknown
-            ``normalize``, or a ``reference_shape`` of another length.
+            ``normalize``, or a ``reference_shape`` of another length or with a size <= 0.
     """
-    # Symbolic sizes (torch.compile / torch.export with dynamic shapes) stay symbolic.
-    dims = tuple(n if isinstance(n, torch.SymInt) else int(n) for n in shape)
+    # Symbolic sizes (torch.compile / torch.export with dynamic shapes) stay symbolic; a
+    # fractional size is refused rather than truncated.
+    dims = tuple(n if isinstance(n, torch.SymInt) else _whole(n, "grid size") for n in shape)
     if not dims or any(n <= 0 for n in dims):
         raise ValueError(f"grid shape must be non-empty with positive sizes, got {tuple(shape)}")
     if num_prefix_tokens < 0:
@@ -108,10 +122,10 @@ def build_grid_positions(
     if normalize not in GRID_NORMALIZE:
         raise ValueError(f"normalize must be one of {GRID_NORMALIZE}, got {normalize!r}")
     if reference_shape is not None:
-        if len(reference_shape) != len(dims):
+        if len(reference_shape) != len(dims) or not all(float(n) > 0 for n in reference_shape):
             raise ValueError(
-                f"reference_shape {tuple(reference_shape)} must have {len(dims)} entries "
-                f"like shape {dims}"
+                f"reference_shape {tuple(reference_shape)} must have {len(dims)} positive "
+                f"entries like shape {dims}"
             )
         if normalize != "index":
             raise ValueError("reference_shape applies to normalize='index' only")
@@ -159,8 +173,10 @@ def build_sequence_positions(
         :class:`~multipos.rotary.RotaryEmbedding`.
 
     Raises:
+        TypeError: If ``length`` is not a whole number (``4.5``).
         ValueError: If ``length`` is negative or ``segment_ids``/``offset`` do not match it.
     """
+    length = _whole(length, "length")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
     if segment_ids is not None:

@@ -35,6 +35,14 @@ def _check_layout(layout: str) -> None:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
+def _check_finite(values: Tensor, name: str) -> None:
+    # A data-dependent check: skipped while compiling/exporting (it would break the graph).
+    if torch.compiler.is_compiling() or not values.is_floating_point():
+        return
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf in {tuple(values.shape)}")
+
+
 class RotaryTables(tuple[Tensor, Tensor]):
     """``(cos, sin)`` rotary tables that carry the channel layout they were built for.
 
@@ -82,8 +90,10 @@ def rotate_pairs(x: Tensor, layout: Layout) -> Tensor:
     ``"interleaved"`` pairs ``2i`` with ``2i + 1`` (GPT-J, Meta Llama, timm's default).
 
     Raises:
-        ValueError: If ``layout`` is unknown.
+        ValueError: If ``layout`` is unknown or the channel count ``D`` is odd.
     """
+    if x.shape[-1] % 2:
+        raise ValueError(f"channel pairs need an even width, got {x.shape[-1]} ({tuple(x.shape)})")
     if layout == "half":
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((-x2, x1), dim=-1)
@@ -135,12 +145,25 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> Tensor:
         Tensor of the shape and dtype of ``x``.
 
     Raises:
-        ValueError: If ``layout`` is unknown, ``cos`` and ``sin`` differ in shape, or the
-            rotary width is odd or wider than ``x``.
+        TypeError: If ``x``, ``cos`` or ``sin`` is not floating point.
+        ValueError: If ``layout`` is unknown, ``cos`` and ``sin`` differ in shape, the tables
+            cover another number of positions than ``x``, or the rotary width is odd or wider
+            than ``x``.
     """
     _check_layout(layout)
+    if not (x.is_floating_point() and cos.is_floating_point() and sin.is_floating_point()):
+        raise TypeError(
+            f"apply_rotary needs floating-point x, cos and sin, got {x.dtype}, {cos.dtype}, "
+            f"{sin.dtype}"
+        )
     if cos.shape != sin.shape:
         raise ValueError(f"cos and sin must have the same shape, got {cos.shape} and {sin.shape}")
+    if cos.dim() >= 2 and x.dim() >= 2 and cos.shape[-2] not in (1, x.shape[-2]):
+        raise ValueError(
+            f"rotary tables cover {cos.shape[-2]} positions but x has "
+            f"{x.shape[-2]} (x: {tuple(x.shape)}, cos: {tuple(cos.shape)}); build the tables "
+            "for this sequence"
+        )
     rot, dim = cos.shape[-1], x.shape[-1]
     if rot % 2 or rot > dim:
         raise ValueError(
@@ -227,8 +250,11 @@ class RotaryEmbedding(nn.Module):
         returns :class:`RotaryTables` ``(cos, sin)``, each ``(..., L, D)``, carrying ``layout``.
 
     Raises:
+        TypeError: If ``head_dim`` is not an int (``"64"``, ``64.0``), or ``forward`` is asked
+            for a non-floating ``dtype``.
         ValueError: On an odd ``head_dim``, sections that do not sum to ``D / 2``, an unknown
-            ``layout``/``spectrum``, or positions whose first axis is not ``A``.
+            ``layout``/``spectrum``, positions whose first axis is not ``A``, or non-finite
+            positions (NaN, inf).
     """
 
     inv_freq: Tensor
@@ -247,6 +273,10 @@ class RotaryEmbedding(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(head_dim, bool) or not isinstance(head_dim, int):
+            raise TypeError(
+                f"head_dim must be an int, got {head_dim!r} ({type(head_dim).__name__})"
+            )
         if head_dim <= 0 or head_dim % 2:
             raise ValueError(f"head_dim must be a positive even number, got {head_dim}")
         _check_layout(layout)
@@ -316,6 +346,7 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(
                 f"positions must be (A={self.num_axes}, ..., L), got shape {tuple(positions.shape)}"
             )
+        _check_finite(positions, "positions")
         wide = torch.float64 if positions.dtype == torch.float64 else torch.float32
         pos = positions.to(wide)
         inv_freq = self.inv_freq.to(wide)
@@ -342,6 +373,8 @@ class RotaryEmbedding(nn.Module):
             length: Current context length for dynamic NTK scaling.
             dtype: Cast the finished tables to this dtype (default: keep float32/float64).
         """
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"dtype of rotary tables must be floating point, got {dtype}")
         phi = self.angles(positions, length)
         cos, sin = phi.cos(), phi.sin()
         magnitude = self.scaling.magnitude

@@ -113,12 +113,17 @@ class VisionSchemes:
         """Validate a scheme name or list and per-scheme options.
 
         Raises:
-            ValueError: On unknown or conflicting scheme names (an unknown name close to a
+            ValueError: On an empty list (``"none"`` says it explicitly), unknown or
+                conflicting scheme names (an unknown name close to a
                 valid one, such as ``"rope_axial"`` for ``"rope_axial_2d"``, is named in the
                 message), or options for a scheme that is not in use.
             TypeError: On unknown option names (the message lists the valid ones).
         """
         names = [pos_scheme] if isinstance(pos_scheme, str) else list(pos_scheme)
+        if not names:
+            raise ValueError(
+                "pos_scheme is empty; pass 'none' for a ViT without position information"
+            )
         _check_names(names, vit_scheme_names(), "pos_scheme")
         if len(set(names)) != len(names):
             raise ValueError(f"pos_scheme lists a scheme twice: {names}")

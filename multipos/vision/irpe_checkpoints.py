@@ -35,9 +35,21 @@ def convert_irpe_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
         A new state dict; every non-iRPE entry is passed through unchanged.
 
     Raises:
-        ValueError: If a cross-method table has only its row or only its column half.
+        TypeError: If ``checkpoint`` is not a mapping (e.g. a file path).
+        ValueError: If it holds no iRPE table, or a cross-method table has only its row or
+            only its column half.
     """
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(
+            "checkpoint must be a state dict (a mapping of names to tensors), got "
+            f"{type(checkpoint).__name__}; load a file with torch.load first"
+        )
     state = checkpoint.get("model", checkpoint)
+    if not any(_KEY.match(key) for key in state):
+        raise ValueError(
+            "no iRPE tables (keys like 'blocks.0.attn.rpe_k.lookup_table_weight') in the "
+            "checkpoint; is it an official DeiT+iRPE checkpoint?"
+        )
     out: dict[str, Tensor] = {}
     halves: dict[str, dict[str, Tensor]] = {}
     for key, value in state.items():
