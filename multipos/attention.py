@@ -151,13 +151,13 @@ def attention(
             "heads must be equal, k and v must have the same length, q and k the same width"
         )
     batch, heads, length, span = q.shape[0], q.shape[1], q.shape[-2], k.shape[-2]
-    for name, term in (("bias", bias), ("mask", mask)):
-        if term is not None:
-            _check_broadcast(name, term, (batch, heads, length, span))
-    for term in contextual:
-        _check_table_heads("ContextualBias", term.table, heads)
-    for vterm in values:
-        _check_table_heads("ValueBias", vterm.table, heads)
+    for name, additive in (("bias", bias), ("mask", mask)):
+        if additive is not None:
+            _check_broadcast(name, additive, (batch, heads, length, span))
+    for ctx in contextual:
+        _check_table_heads("ContextualBias", ctx.table, heads)
+    for val in values:
+        _check_table_heads("ValueBias", val.table, heads)
     if rotary is not None:
         pairing = _rotary_layout(rotary, rotary_k, layout)
         q = apply_rotary(q, *rotary, layout=pairing)
