@@ -42,11 +42,11 @@ from multipos.clip.distributed import init_distributed
 from multipos.clip.evaluation import evaluate_pairs, short_caption_preservation
 from multipos.clip.loop import PRECISIONS, StageConfig
 from multipos.clip.objectives import DISTILL_LOSSES
-from multipos.clip.recipes import RECIPES, extend_rotary_context, use_teacher_projection
+from multipos.clip.recipes import RECIPES
 from multipos.clip.spec import METHODS, TextContextSpec
 from multipos.clip.stages import distill_text_tower, finetune_long_captions
 from multipos.clip.upgrade import upgrade_text_context
-from multipos.clip.upgrade_options import settle_options
+from multipos.clip.upgrade_options import prepare_finetune, settle_options
 from multipos.frequencies import SCALING_KINDS
 from multipos.rotary import LAYOUTS
 
@@ -332,7 +332,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         summary["distill_loss_first_last"] = [losses[0], losses[-1]] if losses else []
     if "finetune" in data:
-        _prepare_finetune(args, model, teacher)
+        prepare_finetune(args, model, teacher)
         losses = finetune_long_captions(
             model,
             data["finetune"],
@@ -374,28 +374,6 @@ def _run(args: argparse.Namespace) -> int:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
-
-
-def _prepare_finetune(args: argparse.Namespace, model: Any, teacher: Any) -> None:
-    """Stage-2 model changes of the recipe: teacher projection, logit scale, rotary context."""
-    if args.projection == "teacher" and teacher is not None and args.distill_data is not None:
-        use_teacher_projection(model, teacher)
-    if args.logit_scale is not None:
-        with torch.no_grad():
-            model.logit_scale.fill_(args.logit_scale)
-    if args.method == "rope" and (
-        args.finetune_context_length is not None or args.finetune_rope_scaling != "none"
-    ):
-        spec = model.text_context_spec
-        length = args.finetune_context_length or spec.context_length
-        scaling = None
-        if args.finetune_rope_scaling == "dynamic":
-            scaling = {
-                "kind": "dynamic",
-                "factor": args.finetune_rope_scaling_factor,
-                "original_length": float(spec.context_length),
-            }
-        extend_rotary_context(model, length, scaling)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from multipos.clip.recipes import RECIPES
+import torch
 
-__all__ = ["GENERAL_DEFAULTS", "METHOD_OPTIONS", "RECIPE_OPTIONS", "settle_options"]
+from multipos.clip.recipes import RECIPES, extend_rotary_context, use_teacher_projection
+
+__all__ = [
+    "GENERAL_DEFAULTS",
+    "METHOD_OPTIONS",
+    "RECIPE_OPTIONS",
+    "prepare_finetune",
+    "settle_options",
+]
 
 #: Options that belong to one method only, and their defaults.
 METHOD_OPTIONS: dict[str, dict[str, Any]] = {
@@ -106,3 +114,25 @@ def settle_options(args: argparse.Namespace) -> argparse.Namespace:
     if wrong:
         raise ValueError(f"option(s) that do not apply to --method {args.method}: {wrong}")
     return args
+
+
+def prepare_finetune(args: argparse.Namespace, model: Any, teacher: Any) -> None:
+    """Stage-2 model changes of the recipe: teacher projection, logit scale, rotary context."""
+    if args.projection == "teacher" and teacher is not None and args.distill_data is not None:
+        use_teacher_projection(model, teacher)
+    if args.logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale.fill_(args.logit_scale)
+    if args.method == "rope" and (
+        args.finetune_context_length is not None or args.finetune_rope_scaling != "none"
+    ):
+        spec = model.text_context_spec
+        length = args.finetune_context_length or spec.context_length
+        scaling = None
+        if args.finetune_rope_scaling == "dynamic":
+            scaling = {
+                "kind": "dynamic",
+                "factor": args.finetune_rope_scaling_factor,
+                "original_length": float(spec.context_length),
+            }
+        extend_rotary_context(model, length, scaling)

@@ -253,3 +253,84 @@ def test_help_shows_text_and_default_for_every_option() -> None:
             }, action.dest  # fmt: skip
     text = parser.format_help()
     assert "(default: 248)" in text and "(default: fp32)" in text
+
+
+# -------------------------------------------------------------------------------- launcher
+
+
+def test_rope_tower_trains_with_gradient_checkpointing() -> None:
+    model = upgrade_text_context(build(tiny_cfg()), "rope", 248)
+    tokens = open_clip.get_tokenizer("ViT-B-32", context_length=248)(captions(2, words=100))
+    expected = model.encode_text(tokens)
+    model.set_grad_checkpointing(True)
+    model.train()
+    features = model.encode_text(tokens)
+    features.sum().backward()
+    torch.testing.assert_close(features, expected)
+    assert model.transformer.resblocks[0].attn.in_proj_weight.grad is not None
+
+
+def _launch(folder: Path, *extra: str) -> None:
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "multipos.clip.train",
+            "--train-data",
+            str(folder / "pairs4.csv"),
+            "--dataset-type",
+            "csv",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--workers",
+            "1",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "0",
+            "--logs",
+            str(folder / "logs"),
+            "--save-frequency",
+            "0",
+            *extra,
+        ],
+        env=env,
+        cwd=folder,  # open_clip_train reads CSV image paths relative to the working folder
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_launcher_trains_one_step_through_open_clip_train(data: Path) -> None:  # noqa: F811
+    """One open_clip_train step on a synthetic CSV: a rope tower with gradient checkpointing
+    and the first-sentence loss, then a kps tower with Long-CLIP's frozen rows, exported."""
+    pytest.importorskip("open_clip_train.main", reason="the train extra is absent")
+    from multipos.clip import load_upgraded, save_upgraded
+
+    rows = (data / "pairs.csv").read_text().splitlines()[:5]
+    (data / "pairs4.csv").write_text("\n".join(rows) + "\n")
+    for method in ("rope", "kps"):
+        model = upgrade_text_context(build(tiny_cfg()), method, 248)
+        save_upgraded(model, data / method, tiny_cfg())
+    _launch(data, "--model", f"local-dir:{data / 'rope'}", "--grad-checkpointing",
+            "--short-weight", "0.2", "--long-weight", "0.8", "--name", "rope")  # fmt: skip
+    log = next((data / "logs").glob("rope/out.log")).read_text()
+    assert "First_sentence_loss" in log and "Contrastive_loss" in log
+    kps_args = ["--model", f"local-dir:{data / 'kps'}", "--frozen-rows", "20",
+                "--short-weight", "1", "--short-image", "pca", "--pca-dim", "2",
+                "--label-smoothing", "0.1", "--export", str(data / "kps-trained")]  # fmt: skip
+    _launch(data, *kps_args, "--name", "kps")
+    before, after = load_upgraded(data / "kps"), load_upgraded(data / "kps-trained")
+    assert torch.equal(after.positional_embedding[:20], before.positional_embedding[:20])
+    assert not torch.equal(after.positional_embedding[20:], before.positional_embedding[20:])
