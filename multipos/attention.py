@@ -12,6 +12,7 @@ Schemes act on attention in a few ways, and :func:`attention` applies any combin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,51 @@ def _check_table_heads(name: str, table: Tensor, heads: int) -> None:
     if table.dim() != 3 or table.shape[0] not in (1, heads):
         raise ValueError(
             f"{name} table must be (H or 1, ...) with H = {heads} heads, got {tuple(table.shape)}"
+        )
+
+
+class _BiasedAttention(torch.autograd.Function):
+    """``softmax(s q k^T + bias) v`` with a hand-written backward (CPU training path).
+
+    Exact, and fewer memory passes than autograd through the same ops: the scale and the bias
+    ride on the first matmul (``baddbmm``), the softmax and its backward work in place, and the
+    bias gradient is the logit gradient summed to the bias's shape (for iRPE: to ``(1, 1, L,
+    S)``, then scattered into the buckets by the lookup's own backward).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
+        bsz, heads, length, dim = q.shape
+        span = k.shape[-2]
+        # (B, H, L, D) -> (B*H, L, D); the bias broadcast to (B*H, L, S).
+        q3, k3 = q.reshape(-1, length, dim), k.reshape(-1, span, dim)
+        v3 = v.reshape(-1, span, v.shape[-1])
+        bias3 = bias.expand(bsz, heads, length, span).reshape(-1, length, span)
+        probs = torch.baddbmm(bias3, q3, k3.transpose(1, 2), alpha=scale).softmax(-1)
+        ctx.save_for_backward(q3, k3, v3, probs)
+        ctx.scale, ctx.bias_shape = scale, bias.shape
+        # (B*H, L, Dv) -> (B, H, L, Dv)
+        return torch.bmm(probs, v3).view(bsz, heads, length, -1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q3, k3, v3, probs = ctx.saved_tensors
+        shape4 = (grad.shape[0], grad.shape[1])
+        g3 = grad.reshape(-1, grad.shape[-2], grad.shape[-1])
+        grad_v = torch.bmm(probs.transpose(1, 2), g3)
+        # Softmax backward in place: dS = P * (dP - sum(P * dP)).
+        d_logits = torch.bmm(g3, v3.transpose(1, 2)).mul_(probs)
+        d_logits.addcmul_(probs, d_logits.sum(-1, keepdim=True), value=-1.0)
+        grad_q = torch.bmm(d_logits, k3).mul_(ctx.scale)
+        grad_k = torch.bmm(d_logits.transpose(1, 2), q3).mul_(ctx.scale)
+        length, span = d_logits.shape[-2:]
+        grad_bias = d_logits.view(*shape4, length, span).sum_to_size(ctx.bias_shape)
+        return (
+            grad_q.view(*shape4, length, -1),
+            grad_k.view(*shape4, span, -1),
+            grad_v.view(*shape4, span, -1),
+            grad_bias,
+            None,
         )
 
 
@@ -203,6 +249,10 @@ def attention(
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=total, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
+
+    if not values and dropout_p == 0.0 and total is not None and total.dtype == q.dtype:
+        out: Tensor = _BiasedAttention.apply(q, k, v, total, scale)
+        return out
 
     logits = torch.matmul(q * scale, k.transpose(-1, -2))
     if total is not None:

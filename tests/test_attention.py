@@ -214,3 +214,27 @@ def test_rotary_tables_for_q_and_k_must_share_a_layout(qkv) -> None:
         attention(q, k, v, rotary=half, rotary_k=inter)
     with pytest.raises(ValueError, match="without rotary"):
         attention(q, k, v, layout="half")
+
+
+@pytest.mark.parametrize(
+    "bias_shape",
+    [(1, 1, 5, 7), (1, 3, 5, 7), (2, 3, 5, 7), (5, 7)],
+    ids=["shared", "per_head", "per_sample", "2d"],
+)
+def test_cpu_training_path_gradients_equal_autograd_of_the_definition(bias_shape) -> None:
+    # The learnable-bias CPU path has a hand-written backward: every gradient (q, k, v and
+    # the bias, summed to its broadcast shape) must equal autograd through the formula.
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 3, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 3, 7, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(bias_shape, generator=g, dtype=torch.float64, requires_grad=True)
+    up = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64)
+    got = attention(q, k, v, bias=bias, scale=0.3)
+    grads = torch.autograd.grad((got * up).sum(), (q, k, v, bias))
+    ref = ((q @ k.transpose(-1, -2)) * 0.3 + bias).softmax(-1) @ v
+    ref_grads = torch.autograd.grad((ref * up).sum(), (q, k, v, bias))
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b)
