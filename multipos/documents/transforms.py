@@ -13,7 +13,9 @@ attribute                what                              shape, dtype
 =======================  ================================  ===============
 
 Ranks are per page (batching does not offset them); codes are already relative, so a batch
-of pages carries the same codes as the pages one by one.
+of pages carries the same codes as the pages one by one. Codes belong to directed edges
+(``c_ij != c_ji``): put transforms that rewrite ``edge_index`` (``ToUndirected``,
+``AddSelfLoops``) before this one, never after (``ToUndirected`` would add ``c_ij + c_ji``).
 """
 
 from __future__ import annotations
