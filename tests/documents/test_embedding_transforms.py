@@ -109,7 +109,7 @@ def test_transform_stored_rank_and_errors() -> None:
     page.reading_rank = torch.arange(page.num_nodes).flip(0)
     out = AddReadingOrderPE("stored")(page.clone())
     assert torch.equal(out.rope_code, rope_codes(out.edge_index, page.reading_rank))
-    with pytest.raises(ValueError, match="needs data.reading_rank"):
+    with pytest.raises(ValueError, match=r"needs data\.reading_rank"):
         AddReadingOrderPE("stored")(_page(0))
     with pytest.raises(ValueError, match="no 'bbox' attribute"):
         AddReadingOrderPE(box_attr="bbox")(_page(0))

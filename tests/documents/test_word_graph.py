@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -90,7 +91,7 @@ def test_relabelling_the_words_relabels_the_graph(seed: int, n: int, method: str
 def test_a_larger_beta_keeps_a_subset_of_the_edges(seed: int, n: int) -> None:
     boxes = random_boxes(torch.Generator().manual_seed(seed), n)
     graphs = [_edges(word_graph(boxes, beta=b)) for b in (1.0, 1.5, 2.0, 3.0)]
-    assert all(later <= earlier for earlier, later in zip(graphs, graphs[1:], strict=False))
+    assert all(later <= earlier for earlier, later in itertools.pairwise(graphs))
 
 
 def test_format_undirected_sorted_int64_no_self_loops(generator) -> None:
