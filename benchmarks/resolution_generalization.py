@@ -55,7 +55,13 @@ seeds, ``baseline`` the same metric of ``ape``, ``ratio`` = ours / baseline, ``r
 ours / the case's own 1x figure, ``train_acc`` at the training resolution with that read-out;
 then a table.
 
+With ``--suite irpe`` the same recipe trains the iRPE paper's variants instead (``ape`` plus
+``ape+irpe`` with bias or contextual mode, euclidean/quant/cross/product buckets, on k, and
+contextual on q, k, v) and ends with one JSON line per ordering and resolution:
+``contextual > bias`` and ``directed >= undirected``, as top-1 differences.
+
     python benchmarks/resolution_generalization.py [--seeds 3] [--epochs 40] [--quick]
+        [--suite schemes|irpe]
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit
+from _common import emit, emit_row
 
 BENCH = "resolution_generalization"
 PATCH = 4
@@ -119,6 +125,69 @@ VARIANTS = [
         trained_as="rope_axial_2d",
     ),
 ]
+
+
+# The iRPE paper's comparisons (Wu et al. 2021, arXiv:2107.14222, Tables 1-2): bias against
+# contextual mode, undirected (euclidean, quant) against directed (cross, product) buckets, on
+# k and on q, k, v (bias mode is undefined on v, so q, k, v is contextual only). All keep the
+# absolute table, as the paper's DeiT models do; ``ape`` is the reference row.
+IRPE_UNDIRECTED = ("euclidean", "quant")
+IRPE_DIRECTED = ("cross", "product")
+IRPE_SUITE = [Case("ape", "ape")] + [
+    Case(
+        f"irpe_{mode}_{method}_{on}",
+        ("ape", "irpe"),
+        {"irpe": {"method": method, "mode": mode, "on": on}},
+    )
+    for on, modes in (("k", ("bias", "contextual")), ("qkv", ("contextual",)))
+    for mode in modes
+    for method in IRPE_UNDIRECTED + IRPE_DIRECTED
+]
+SUITES = {"schemes": (TRAINED, VARIANTS), "irpe": (IRPE_SUITE, [])}
+
+
+def irpe_orderings(
+    results: dict[str, dict[tuple[str, str], list[float]]], pooling: str = "object"
+) -> list[dict[str, Any]]:
+    """The paper's two orderings from the iRPE suite's results, per resolution.
+
+    ``contextual > bias``: mean over the four methods on k of contextual minus bias.
+    ``directed >= undirected``: mean of cross/product minus mean of euclidean/quant, for
+    each (mode, on) group. Differences are in top-1 points, seeds averaged first.
+    """
+    rows = []
+
+    def mean(case: str, res: str) -> float:
+        return statistics.fmean(results[case][(res, pooling)])
+
+    methods = IRPE_UNDIRECTED + IRPE_DIRECTED
+    for res in RESOLUTIONS:
+        if not all(f"irpe_{m}_{x}_k" in results for m in ("bias", "contextual") for x in methods):
+            continue
+        ctx = statistics.fmean(mean(f"irpe_contextual_{m}_k", res) for m in methods)
+        bias = statistics.fmean(mean(f"irpe_bias_{m}_k", res) for m in methods)
+        rows.append(
+            {
+                "ordering": "contextual > bias (on k)",
+                "resolution": res,
+                "difference": ctx - bias,
+                "holds": ctx > bias,
+            }
+        )
+        for mode, on in (("bias", "k"), ("contextual", "k"), ("contextual", "qkv")):
+            directed = statistics.fmean(mean(f"irpe_{mode}_{m}_{on}", res) for m in IRPE_DIRECTED)
+            undirected = statistics.fmean(
+                mean(f"irpe_{mode}_{m}_{on}", res) for m in IRPE_UNDIRECTED
+            )
+            rows.append(
+                {
+                    "ordering": f"directed >= undirected ({mode} on {on})",
+                    "resolution": res,
+                    "difference": directed - undirected,
+                    "holds": directed >= undirected,
+                }
+            )
+    return rows
 
 
 def build_model(case: Case, *, img_size: int, pos_cfg: dict[str, Any] | None = None) -> Any:
@@ -347,6 +416,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, tiny data")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        default="schemes",
+        help="'schemes' (default): every ViT scheme; 'irpe': the iRPE paper's variants",
+    )
+    parser.add_argument(
         "--log-every", type=int, default=0, help="print training progress every N epochs"
     )
     args = parser.parse_args(argv)
@@ -376,8 +451,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     train_acc: dict[str, dict[str, list[float]]] = {}
     seconds: dict[str, list[float]] = {}
     start = time.perf_counter()
-    for case in TRAINED:
-        variants = [case] + [v for v in VARIANTS if v.trained_as == case.name]
+    trained_cases, variant_cases = SUITES[args.suite]
+    for case in trained_cases:
+        variants = [case] + [v for v in variant_cases if v.trained_as == case.name]
         for seed in range(seeds):
             model, secs = train(case, seed, epochs, x_train, y_train, log_every=args.log_every)
             acc_train = accuracy(model, train_eval)
@@ -444,6 +520,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         cells = " ".join(f"{fmt(per_metric[c]):>11}" for c in cols)
         keep = " ".join(f"{retention(per_metric, '2x', p):>9.2f}" for p in POOLINGS)
         print(f"{name:<16} {trains} {cells} {keep}")
+    if args.suite == "irpe":
+        print("\niRPE paper orderings (object read-out, top-1 points, seeds averaged):")
+        for row in irpe_orderings(results):
+            emit_row(
+                {"bench": BENCH, "case": "irpe_ordering", **row, "seeds": seeds, "epochs": epochs}
+            )
     print(f"\nwall time {time.perf_counter() - start:.0f}s")
 
 
