@@ -75,9 +75,38 @@ def _simple(ei: Any, n: Any, w: Any) -> bool:
     )
 
 
+def _check_weights(w: np.ndarray) -> None:
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("edge_weight must be finite and non-negative")
+
+
+def one_graph(edge_index: Any, num_nodes: Any, weight: Any) -> StackedGraphs:
+    """Validate one graph with as few array passes as possible (the per-graph path)."""
+    if not (
+        _simple(edge_index, num_nodes, weight)
+        and edge_index.device.type == "cpu"
+        and (weight is None or weight.device.type == "cpu")
+    ):
+        return stack_graph_arrays([graph_arrays(edge_index, num_nodes, weight)])
+    ei = edge_index.detach().numpy()
+    if ei.dtype != np.int64:
+        ei = ei.astype(np.int64)
+    if ei.size and (ei.min() < 0 or ei.max() >= num_nodes):
+        graph_arrays(edge_index, num_nodes, weight)  # raises, naming the problem
+    if weight is None:
+        w = np.ones(ei.shape[1])
+    else:
+        w = weight.detach().numpy().astype(np.float64)
+        _check_weights(w)
+    sizes = np.array([num_nodes], dtype=np.int64)
+    return StackedGraphs(ei[0], ei[1], w, sizes, np.array([ei.shape[1]], dtype=np.int64))
+
+
 def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> StackedGraphs:
     """Validate and concatenate ``Data`` objects or ``(edge_index, num_nodes[, w])`` tuples."""
     items = [unpack_graph(g, weight_attr) for g in graphs]
+    if len(items) == 1:
+        return one_graph(*items[0])
     if not items or not all(_simple(*it) for it in items):
         return stack_graph_arrays([graph_arrays(*it) for it in items])
     sizes = np.asarray([it[1] for it in items], dtype=np.int64)
@@ -103,8 +132,7 @@ def stack_graphs(graphs: Sequence[Any], weight_attr: str | None) -> StackedGraph
             .cpu()
             .numpy()
         )
-        if not np.isfinite(w).all() or (w < 0).any():
-            raise ValueError("edge_weight must be finite and non-negative")
+        _check_weights(w)
     return StackedGraphs(ei[0], ei[1], w, sizes, counts)
 
 

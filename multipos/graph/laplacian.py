@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from multipos.graph.checks import check_choice, check_eigen_options, graph_arrays
-from multipos.graph.eigensolvers import solve_eigenpairs
-from multipos.graph.operators import isolated_shift, sparse_laplacian
+from multipos.graph.operators import sparse_laplacian
 from multipos.graph.options import (
     NORMALIZATION,
     SYMMETRIZE,
@@ -27,6 +27,7 @@ from multipos.graph.options import (
     Symmetrize,
     Trivial,
 )
+from multipos.graph.spectral import eigen_pe_many
 from multipos.graph.union import StackedGraphs, build_union, stack_graph_arrays
 
 __all__ = ["LaplacianPE", "laplacian", "laplacian_pe"]
@@ -150,10 +151,12 @@ def laplacian_pe_many(
     tol: float,
 ) -> list[LaplacianPE]:
     """Validated graphs -> :class:`LaplacianPE` each (shared by the batched path)."""
-    u = build_union(graphs, symmetrize, normalization)
-    shift = isolated_shift(u, normalization)
-    lap = sparse_laplacian(u, normalization, None, shift)
-    solved = solve_eigenpairs(
-        u, lap, k, trivial, solver, tol, canonical_null=True, shift=shift, dtype=torch.float32
-    )
-    return [LaplacianPE(*r) for r in solved]
+    solved = eigen_pe_many(graphs, k, normalization, symmetrize, trivial, solver, tol, [None])
+    return [
+        LaplacianPE(
+            torch.from_numpy(r.vectors.astype(np.float32)),
+            torch.from_numpy(r.values.astype(np.float32)),
+            torch.from_numpy(r.mask),
+        )
+        for (r,) in solved
+    ]

@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from multipos.graph.checks import check_choice, check_eigen_options, check_q, graph_arrays
-from multipos.graph.eigensolvers import Eigenpairs, solve_eigenpairs
-from multipos.graph.operators import effective_q, isolated_shift, sparse_laplacian
+from multipos.graph.operators import effective_q, sparse_laplacian
 from multipos.graph.options import (
     MAGNETIC_SYMMETRIZE,
     NORMALIZATION,
@@ -36,6 +36,7 @@ from multipos.graph.options import (
     Solver,
     Trivial,
 )
+from multipos.graph.spectral import eigen_pe_many
 from multipos.graph.union import StackedGraphs, build_union, stack_graph_arrays
 
 __all__ = ["MagneticLaplacianPE", "magnetic_laplacian", "magnetic_laplacian_pe"]
@@ -189,27 +190,20 @@ def magnetic_laplacian_pe_many(
     tol: float,
 ) -> list[MagneticLaplacianPE]:
     """Validated graphs -> :class:`MagneticLaplacianPE` each, with a ``Q`` axis."""
-    u = build_union(graphs, symmetrize, normalization)
-    shift = isolated_shift(u, normalization)
-    per_q: list[list[Eigenpairs]] = []
-    for q in qs:
-        # q = 0 is the real Laplacian: its null space is known and deflated exactly.
-        q_eff = None if q == 0.0 else effective_q(u, q, q_mode)
-        lap = sparse_laplacian(u, normalization, q_eff, shift)
-        per_q.append(
-            solve_eigenpairs(
-                u, lap, k, trivial, solver, tol, canonical_null=q_eff is None, shift=shift
-            )
-        )
+    # q = 0 is the real Laplacian: its null space is known and handled exactly.
+    potentials = [None if q == 0.0 else q for q in qs]
+    solved = eigen_pe_many(
+        graphs, k, normalization, symmetrize, trivial, solver, tol, potentials, q_mode
+    )
     out = []
-    for i in range(graphs.sizes.size):
-        vecs = torch.stack([p[i].vectors.to(torch.complex128) for p in per_q], dim=1)  # (N,Q,K)
+    for per_q in solved:
+        vecs = np.stack([p.vectors for p in per_q], axis=1)  # (N, Q, K)
         out.append(
             MagneticLaplacianPE(
-                vecs.real.to(torch.float32).contiguous(),
-                vecs.imag.to(torch.float32).contiguous(),
-                torch.stack([p[i].values for p in per_q]).to(torch.float32),
-                torch.stack([p[i].mask for p in per_q]),
+                torch.from_numpy(np.real(vecs).astype(np.float32)),
+                torch.from_numpy(np.imag(vecs).astype(np.float32)),
+                torch.from_numpy(np.stack([p.values for p in per_q]).astype(np.float32)),
+                torch.from_numpy(np.stack([p.mask for p in per_q])),
             )
         )
     return out

@@ -38,7 +38,7 @@ def effective_q(u: GraphUnion, q: float, q_mode: str) -> np.ndarray:
 
 
 def sparse_laplacian(
-    u: GraphUnion, normalization: str, q_eff: np.ndarray | None, isolated_diag: float
+    u: GraphUnion, normalization: str, q_eff: np.ndarray | None, isolated_diag: float | np.ndarray
 ) -> sp.csr_matrix:
     r"""Sparse (magnetic) Laplacian of the union, ``(N, N)``; isolated nodes get ``isolated_diag``.
 
@@ -51,9 +51,11 @@ def sparse_laplacian(
         normalization: ``"sym"`` or ``"none"``.
         q_eff: Per-graph potential from :func:`effective_q`, or ``None`` for the real
             Laplacian (float64; otherwise complex128).
-        isolated_diag: Diagonal entry of isolated nodes (``0`` for the true operator, a
-            value above the spectrum from :func:`isolated_shift` before solving).
+        isolated_diag: Diagonal entry of isolated nodes (``0`` for the true operator, or per
+            graph ``(G,)`` a value above its spectrum from :func:`isolated_shift`).
     """
+    iso_diag = np.broadcast_to(np.asarray(isolated_diag, dtype=np.float64), u.sizes.shape)
+    iso_diag = iso_diag[u.graph_of]
     w: sp.csr_matrix = u.a_sym
     if q_eff is not None and u.skew.nnz:
         rot = u.skew.tocoo()
@@ -64,23 +66,27 @@ def sparse_laplacian(
         w = w.astype(np.complex128)
     if normalization == "sym":
         dinv = np.where(u.isolated, 0.0, 1.0 / np.sqrt(np.where(u.isolated, 1.0, u.deg)))
-        diag = np.where(u.isolated, isolated_diag, 1.0)
+        diag = np.where(u.isolated, iso_diag, 1.0)
         dm = sp.diags(dinv)
         lap = sp.diags(diag) - dm @ w @ dm
     else:
-        diag = np.where(u.isolated, isolated_diag, u.deg)
+        diag = np.where(u.isolated, iso_diag, u.deg)
         lap = sp.diags(diag) - w
     out: sp.csr_matrix = sp.csr_matrix(lap)
     out.sort_indices()
     return out
 
 
-def isolated_shift(u: GraphUnion, normalization: str) -> float:
-    """A value above the spectrum: eigenpairs moved there never enter the kept range.
+def isolated_shift(u: GraphUnion, normalization: str) -> np.ndarray:
+    """Per graph, ``(G,)``, a value above its spectrum: eigenpairs moved there are never kept.
 
     The normalised Laplacian's spectrum lies in ``[0, 2]``; that of ``D - A`` in
-    ``[0, 2 max(deg)]``.
+    ``[0, 2 max(deg)]``, the maximum taken over the graph's own nodes (so the value does not
+    depend on the other graphs of the union).
     """
     if normalization == "sym":
-        return 3.0
-    return 2.0 * float(u.deg.max(initial=0.0)) + 1.0
+        return np.full(u.sizes.shape, 3.0)
+    max_deg = np.zeros(u.sizes.shape)
+    np.maximum.at(max_deg, u.graph_of, u.deg)
+    out: np.ndarray = 2.0 * max_deg + 1.0
+    return out

@@ -23,7 +23,14 @@ import scipy.sparse.csgraph as csgraph
 
 from multipos.graph.checks import GraphArrays
 
-__all__ = ["GraphUnion", "StackedGraphs", "build_union", "stack_graph_arrays"]
+__all__ = [
+    "GraphUnion",
+    "StackedGraphs",
+    "build_union",
+    "check_degrees",
+    "select_graphs",
+    "stack_graph_arrays",
+]
 
 
 @dataclass
@@ -72,6 +79,37 @@ def stack_graph_arrays(graphs: Sequence[GraphArrays]) -> StackedGraphs:
     )
 
 
+def select_graphs(graphs: StackedGraphs, ids: np.ndarray) -> StackedGraphs:
+    """The graphs ``ids`` of ``graphs``, in that order."""
+    ends = np.cumsum(graphs.counts)
+    starts = ends - graphs.counts
+    edges = (
+        np.concatenate([np.arange(starts[g], ends[g]) for g in ids.tolist()])
+        if ids.size
+        else np.zeros(0, dtype=np.int64)
+    )
+    return StackedGraphs(
+        graphs.row[edges],
+        graphs.col[edges],
+        graphs.weight[edges],
+        graphs.sizes[ids],
+        graphs.counts[ids],
+    )
+
+
+def check_degrees(deg: np.ndarray) -> None:
+    """Weighted degrees must be finite: a sum of finite weights can still overflow float64.
+
+    Raises:
+        ValueError: If a degree is infinite.
+    """
+    if deg.size and not deg.max() < np.inf:  # degrees are sums of non-negative weights
+        raise ValueError(
+            "edge_weight sums overflow float64: a node's weighted degree is infinite; "
+            "rescale edge_weight"
+        )
+
+
 def build_union(graphs: StackedGraphs, symmetrize: str, normalization: str = "sym") -> GraphUnion:
     r"""Union of ``graphs``: offsets, symmetrised weights, direction matrix, components.
 
@@ -81,7 +119,8 @@ def build_union(graphs: StackedGraphs, symmetrize: str, normalization: str = "sy
     of each component (:math:`D^{1/2} 1_C` for ``"sym"``, :math:`1_C` for ``"none"``).
 
     Raises:
-        ValueError: If ``symmetrize="none"`` and a graph is directed.
+        ValueError: If ``symmetrize="none"`` and a graph is directed, or a weighted degree
+            overflows float64.
     """
     sizes = graphs.sizes
     num_graphs = sizes.size
@@ -120,6 +159,7 @@ def build_union(graphs: StackedGraphs, symmetrize: str, normalization: str = "sy
     skew.eliminate_zeros()
     a_sym.sort_indices()
     deg = np.asarray(a_sym.sum(axis=1)).ravel()
+    check_degrees(deg)
     isolated = deg <= 0.0
     num_isolated = np.bincount(graph_of[isolated], minlength=num_graphs).astype(np.int64)
 

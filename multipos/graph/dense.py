@@ -1,0 +1,325 @@
+r"""The dense path of the eigenvector PEs: graphs up to a few thousand nodes, no scipy.sparse.
+
+Graphs are grouped by node count and built as dense ``(B, n, n)`` arrays: symmetrised
+adjacency, degrees, connected components and the (magnetic) Laplacian of "Transformers Meet
+Directed Graphs" (Geisler et al., 2023, arXiv:2302.00049), Eq. (2)-(3):
+
+.. math::
+    L^{(q)} = I - D_s^{-1/2} (A_s \odot e^{i 2 \pi q_{\mathrm{eff}} S}) D_s^{-1/2}
+
+(``q = None``: the ordinary Laplacian). One graph alone and the same graph among thousands
+go through the same code and give the same bits:
+
+* every construction step is elementwise IEEE arithmetic or a sum in a fixed order
+  (``cumsum`` along a row, ``add.at`` / ``bincount`` in edge and node order); complex
+  entries are assembled from their real and imaginary parts;
+* each matrix is solved by its own LAPACK call on a freshly allocated, 64-byte aligned
+  buffer (torch's allocator up to :data:`FULL_EIGH_MAX_NODES` nodes, all pairs; an aligned
+  copy for LAPACK's subset solver ``?syevr`` / ``?heevr`` above), never as one matrix inside
+  a stacked batch, whose offset in memory would change LAPACK's vectorised code path;
+* every solver call runs on one thread (:mod:`multipos.graph.threads`); many graphs are
+  spread over Python threads, one whole graph per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
+from multipos.graph.threads import blas_single_threaded
+from multipos.graph.union import StackedGraphs, check_degrees
+
+__all__ = ["FULL_EIGH_MAX_NODES", "dense_eigenpairs"]
+
+#: Up to this many nodes every eigenpair is computed (``torch.linalg.eigh``); above, only the
+#: kept ones (``scipy.linalg.eigh(subset_by_index=...)``, faster from about 100 nodes).
+FULL_EIGH_MAX_NODES = 96
+#: Entries of the ``(B, n, n)`` arrays built at once (32 MiB of float64).
+_CHUNK_ENTRIES = 1 << 22
+
+
+class _Chunk(NamedTuple):
+    a: np.ndarray  # (B, n, n) summed weights, zero diagonal
+    a_sym: np.ndarray  # (B, n, n) symmetrised weights
+    deg: np.ndarray  # (B, n)
+    comps: Components
+
+
+def _labels(adj: np.ndarray) -> np.ndarray:
+    """Lowest node index of each node's connected component, ``(B, n)``; node ids are global
+    over the batch (``b * n + u``). Integer-exact, so the same for any batch."""
+    b, n, _ = adj.shape
+    if n == 0:
+        return np.zeros((b, 0), dtype=np.int64)
+    if n <= FULL_EIGH_MAX_NODES:
+        # Reachability by repeated squaring of (A + I) > 0: 0/1 entries, sums of at most n
+        # ones, exact in float64 whatever BLAS does; log2(diameter) + 1 products.
+        reach = adj + np.eye(n)
+        while True:
+            nxt = np.minimum(reach @ reach, 1.0)
+            if (nxt == reach).all():
+                break
+            reach = nxt
+        return reach.argmax(axis=2) + (np.arange(b) * n)[:, None]  # first reachable node
+    labels = np.arange(b * n).reshape(b, n)
+    big = b * n
+    while True:  # min-label hooking with pointer jumping
+        new = np.minimum(labels, np.where(adj, labels[:, None, :], big).min(axis=2, initial=big))
+        flat = new.ravel()
+        while True:
+            jumped = flat[flat]
+            if (jumped == flat).all():
+                break
+            flat = jumped
+        new = flat.reshape(b, n)
+        if (new == labels).all():
+            return labels
+        labels = new
+
+
+def _components(
+    adj: np.ndarray, deg: np.ndarray, normalization: str, null_vectors: bool
+) -> Components:
+    """Components of ``B`` graphs; ``comp_rank`` / ``comp_value`` only with ``null_vectors``
+    (else empty: only ``trivial="keep"`` of the real Laplacian reads them)."""
+    b, n, _ = adj.shape
+    isolated = deg <= 0.0
+    labels = _labels(adj)  # (B, n), global ids
+    is_root = (labels.ravel() == np.arange(b * n)) & ~isolated.ravel()
+    num_comp = is_root.reshape(b, n).sum(axis=1)
+    if not null_vectors:
+        empty = np.zeros((b, 0))
+        return Components(isolated, empty, empty, num_comp, isolated.sum(axis=1))
+    ranks = np.cumsum(is_root.reshape(b, n), axis=1) - 1
+    comp_rank = np.where(isolated, -1, ranks.ravel()[labels])
+    # Canonical null vector of each component: D^{1/2} 1_C (sym) or 1_C (none), unit norm;
+    # bincount adds in node order, so the norm does not depend on the batch.
+    mass = np.where(isolated, 0.0, deg if normalization == "sym" else 1.0)
+    norm2 = np.bincount(labels.ravel(), weights=mass.ravel(), minlength=b * n)
+    comp_value = np.sqrt(mass) / np.sqrt(np.maximum(norm2[labels], 1e-300))
+    return Components(isolated, comp_rank, comp_value, num_comp, isolated.sum(axis=1))
+
+
+def _build_chunk(
+    graphs: StackedGraphs,
+    edge_graph: np.ndarray,
+    gs: np.ndarray,
+    n: int,
+    symmetrize: str,
+    normalization: str,
+    null_vectors: bool,
+) -> _Chunk:
+    """Dense summed and symmetrised adjacency, degrees and components of the graphs ``gs``."""
+    b = gs.size
+    if b == graphs.sizes.size:  # all graphs (one graph alone, or one size)
+        ep, row, col, w = edge_graph, graphs.row, graphs.col, graphs.weight
+    else:
+        pos = np.full(graphs.sizes.size, -1, dtype=np.int64)
+        pos[gs] = np.arange(b)
+        ep = pos[edge_graph]
+        sel = ep >= 0
+        ep, row, col, w = ep[sel], graphs.row[sel], graphs.col[sel], graphs.weight[sel]
+    a = np.zeros((b, n, n))
+    np.add.at(a, (ep, row, col), w)  # duplicates add, in edge order
+    a[:, np.arange(n), np.arange(n)] = 0.0  # self-loops are dropped
+    at = a.transpose(0, 2, 1)
+    if symmetrize == "none":
+        scale = np.maximum(1.0, np.abs(a).max(axis=(1, 2), initial=0.0))
+        if (np.abs(a - at) > 1e-12 * scale[:, None, None]).any():
+            raise ValueError(
+                "symmetrize='none' needs an undirected graph (every edge (u, v) with the same "
+                "weight as (v, u)), but the graph is directed; pass symmetrize='union' or 'mean'"
+            )
+        a_sym = (a + at) * 0.5
+    elif symmetrize == "union":
+        a_sym = np.maximum(a, at)
+    else:  # mean
+        a_sym = (a + at) * 0.5
+    deg = np.cumsum(a_sym, axis=2)[:, :, -1] if n else np.zeros((b, 0))  # a sum in row order
+    check_degrees(deg)
+    return _Chunk(a, a_sym, deg, _components(a_sym > 0, deg, normalization, null_vectors))
+
+
+def _direction(chunk: _Chunk, symmetrize: str) -> tuple[np.ndarray, np.ndarray]:
+    """Antisymmetric direction matrix ``S`` ``(B, n, n)`` and one-way node pairs ``(B,)``."""
+    pattern = chunk.a > 0
+    pattern_t = pattern.transpose(0, 2, 1)
+    one_way = (pattern & ~pattern_t).sum(axis=(1, 2))
+    if symmetrize == "union":
+        return pattern.astype(np.float64) - pattern_t, one_way
+    if symmetrize == "mean":
+        return chunk.a - chunk.a.transpose(0, 2, 1), one_way
+    return np.zeros_like(chunk.a), one_way
+
+
+def _laplacian(
+    chunk: _Chunk, normalization: str, skew: np.ndarray | None, q_eff: np.ndarray | None
+) -> np.ndarray:
+    """``(B, n, n)`` (magnetic) Laplacian with a per-graph value above the spectrum on the
+    diagonal of isolated nodes (3 for ``"sym"``, ``2 max(deg) + 1`` for ``"none"``)."""
+    iso = chunk.comps.isolated
+    b, n = iso.shape
+    w_re = chunk.a_sym
+    w_im = None
+    if skew is not None and q_eff is not None:
+        gi, ri, ci = np.nonzero(skew)
+        theta = (2.0 * math.pi * q_eff)[gi] * skew[gi, ri, ci]
+        w_re = chunk.a_sym.copy()
+        w_im = np.zeros_like(w_re)
+        w_re[gi, ri, ci] = chunk.a_sym[gi, ri, ci] * np.cos(theta)
+        w_im[gi, ri, ci] = chunk.a_sym[gi, ri, ci] * np.sin(theta)
+    if normalization == "sym":
+        dinv = np.where(iso, 0.0, 1.0 / np.sqrt(np.where(iso, 1.0, chunk.deg)))
+        lap_re = -(dinv[:, :, None] * w_re) * dinv[:, None, :]
+        diag = np.where(iso, 3.0, 1.0)  # the spectrum lies in [0, 2]
+        lap_im = None if w_im is None else -(dinv[:, :, None] * w_im) * dinv[:, None, :]
+    else:
+        shift = 2.0 * chunk.deg.max(axis=1, initial=0.0) + 1.0  # spectrum in [0, 2 max deg]
+        lap_re = -w_re
+        diag = np.where(iso, shift[:, None], chunk.deg)
+        lap_im = None if w_im is None else -w_im
+    lap_re[:, np.arange(n), np.arange(n)] = diag
+    if lap_im is None:
+        out: np.ndarray = lap_re
+        return out
+    lap = np.empty((b, n, n), dtype=np.complex128)
+    lap.real, lap.imag = lap_re, lap_im
+    return lap
+
+
+def _aligned_fortran(mat: np.ndarray) -> np.ndarray:
+    """A column-major copy of ``mat`` starting on a 64-byte boundary."""
+    n = mat.shape[0]
+    raw = np.empty(n * n * mat.itemsize + 64, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 64
+    out = raw[start : start + n * n * mat.itemsize].view(mat.dtype).reshape(n, n, order="F")
+    out[...] = mat
+    return out
+
+
+def _solve_one(mat: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending eigenpairs of one Hermitian matrix: all of them for small ``n``, else
+    ``0..top``."""
+    n = mat.shape[0]
+    if n <= FULL_EIGH_MAX_NODES:
+        vals, vecs = torch.linalg.eigh(torch.from_numpy(mat))  # copies into aligned memory
+        return vals.numpy(), vecs.numpy()
+    vals_np, vecs_np = scipy.linalg.eigh(
+        _aligned_fortran(mat),
+        subset_by_index=[0, top],
+        driver="evr",
+        check_finite=False,
+        overwrite_a=True,
+    )
+    return vals_np, vecs_np
+
+
+def _map(
+    fn: Callable[[int], tuple[np.ndarray, np.ndarray]], count: int, workers: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[fn(i) for i in range(count)]``, contiguous slices spread over ``workers`` threads."""
+    if workers <= 1 or count < 2 * workers:
+        return [fn(i) for i in range(count)]
+    bounds = np.linspace(0, count, workers + 1).astype(int)
+
+    def part(p: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [fn(i) for i in range(bounds[p], bounds[p + 1])]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [r for chunk in pool.map(part, range(workers)) for r in chunk]
+
+
+def _solve_chunk(
+    lap: np.ndarray,
+    comps: Components,
+    k: int,
+    trivial: str,
+    canonical_null: bool,
+    workers: int,
+) -> list[Eigenpairs]:
+    b, n, _ = lap.shape
+    need = np.minimum(n, k + (comps.num_comp if trivial == "drop" else 0 * comps.num_comp))
+    guard: AbstractContextManager[None] = (
+        nullcontext() if n <= FULL_EIGH_MAX_NODES else blas_single_threaded()
+    )
+    with guard:
+        solved = _map(lambda i: _solve_one(lap[i], max(int(need[i]) - 1, 0)), b, workers)
+    if b == 1 and solved[0][1].shape[1] == n:
+        evals, evecs = solved[0][0][None], solved[0][1][None]
+    elif n and all(v.shape[1] == n for _, v in solved):
+        evals, evecs = np.stack([v for v, _ in solved]), np.stack([v for _, v in solved])
+    else:  # subset solves: pad to the widest
+        m = max((v.shape[1] for _, v in solved), default=0)
+        evals = np.zeros((b, m))
+        evecs = np.zeros((b, n, m), dtype=lap.dtype)
+        for i, (vals, vecs) in enumerate(solved):
+            evals[i, : vals.shape[0]] = vals
+            evecs[i, :, : vecs.shape[1]] = vecs
+    picked = select_columns(comps, evals, evecs, k, trivial, canonical_null)
+    return [Eigenpairs(*p) for p in zip(*picked, strict=True)]
+
+
+def dense_eigenpairs(
+    graphs: StackedGraphs,
+    ids: np.ndarray,
+    k: int,
+    normalization: str,
+    symmetrize: str,
+    trivial: str,
+    qs: Sequence[float | None],
+    q_mode: str,
+    workers: int,
+) -> dict[int, list[Eigenpairs]]:
+    """Eigen-PE of the graphs ``ids`` of ``graphs``: per graph, one :class:`Eigenpairs` per
+    potential in ``qs`` (``None``: the real Laplacian, its null space replaced or dropped
+    exactly), float64 / complex128.
+
+    Call it with torch held at one thread (:func:`~multipos.graph.threads.torch_single_threaded`);
+    the solver calls are spread over ``workers`` Python threads.
+
+    Raises:
+        ValueError: If ``symmetrize="none"`` meets a directed graph or a weighted degree
+            overflows float64.
+    """
+    out: dict[int, list[Eigenpairs]] = {}
+    if ids.size == 0:
+        return out
+    null = trivial == "keep" and any(q is None for q in qs)
+    if graphs.sizes.size == 1:  # one graph: no grouping
+        edge_graph = np.zeros(graphs.row.size, dtype=np.int64)
+        groups = [ids]
+    else:
+        edge_graph = np.repeat(np.arange(graphs.sizes.size), graphs.counts)
+        sizes = graphs.sizes[ids]
+        order = np.argsort(sizes, kind="stable")
+        ids, sizes = ids[order], sizes[order]
+        groups = np.split(ids, np.flatnonzero(np.diff(sizes)) + 1)
+    for same_n in groups:
+        n = int(graphs.sizes[same_n[0]])
+        per_chunk = max(1, _CHUNK_ENTRIES // max(n * n, 1))
+        for lo in range(0, same_n.size, per_chunk):
+            gs = same_n[lo : lo + per_chunk]
+            chunk = _build_chunk(graphs, edge_graph, gs, n, symmetrize, normalization, null)
+            results = [out.setdefault(int(g), []) for g in gs]
+            skew, one_way = (None, None)
+            if any(q is not None for q in qs):
+                skew, one_way = _direction(chunk, symmetrize)
+            for q in qs:
+                q_eff = None
+                if q is not None and q_mode == "relative" and one_way is not None:
+                    q_eff = q / np.maximum(1, np.minimum(one_way, n)).astype(np.float64)
+                elif q is not None:
+                    q_eff = np.full(gs.size, q, dtype=np.float64)
+                lap = _laplacian(chunk, normalization, skew, q_eff)
+                solved = _solve_chunk(lap, chunk.comps, k, trivial, q is None, workers)
+                for res, pairs in zip(results, solved, strict=True):
+                    res.append(pairs)
+    return out

@@ -1,0 +1,133 @@
+r"""The per-graph fast path: one graph of up to 96 nodes, in a few dozen array operations.
+
+A PyG dataset calls a ``pre_transform`` once per graph, so for molecule-sized graphs the
+cost is the number of array operations, not the flops. This module computes the same
+eigenvector PE as :mod:`multipos.graph.dense` for one graph with two-dimensional arrays and
+as few calls as possible, step for step the same IEEE operations in the same order
+(``add.at`` in edge order, ``cumsum`` degrees, the same element-wise Laplacian, one
+``torch.linalg.eigh`` on the same matrix, the same selection and sign / phase rule), so the
+bits equal those of the batched path; ``tests/graph/test_determinism.py`` holds that.
+It returns ``None`` for the cases it leaves to the batched path (``trivial="keep"`` of the
+real Laplacian, ``symmetrize="none"``, larger graphs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from multipos.graph.dense import FULL_EIGH_MAX_NODES
+from multipos.graph.eigensolvers import TIE_TOL, Eigenpairs
+from multipos.graph.union import StackedGraphs, check_degrees
+
+__all__ = ["small_graph_eigenpairs"]
+
+
+def _canonical(vecs: np.ndarray, k: int) -> np.ndarray:
+    """:func:`~multipos.graph.eigensolvers.canonical_phase` on one ``(n, K)`` array."""
+    cols = np.arange(k)
+    if not np.iscomplexobj(vecs):
+        mag = np.abs(vecs)
+        anchor = (mag >= mag.max(axis=0) - TIE_TOL).argmax(axis=0)
+        out: np.ndarray = vecs * np.where(vecs[anchor, cols] < 0, -1.0, 1.0)
+        return out
+    re, im = vecs.real, vecs.imag
+    mag = np.sqrt(re * re + im * im)
+    anchor = (mag >= mag.max(axis=0) - TIE_TOL).argmax(axis=0)
+    a_re, a_im, a_abs = re[anchor, cols], im[anchor, cols], mag[anchor, cols]
+    nonzero = a_abs > 0
+    safe = np.where(nonzero, a_abs, 1.0)
+    u_re = np.where(nonzero, a_re / safe, 1.0)
+    u_im = np.where(nonzero, a_im / safe, 0.0)
+    out = np.empty_like(vecs)
+    out.real = re * u_re + im * u_im
+    out.imag = im * u_re - re * u_im
+    return out
+
+
+def small_graph_eigenpairs(
+    graphs: StackedGraphs,
+    k: int,
+    normalization: str,
+    symmetrize: str,
+    trivial: str,
+    qs: Sequence[float | None],
+    q_mode: str,
+) -> list[Eigenpairs] | None:
+    """One :class:`Eigenpairs` per entry of ``qs`` for the single graph of ``graphs``, or
+    ``None`` when the batched dense path must take it.
+
+    Raises:
+        ValueError: If a weighted degree overflows float64.
+    """
+    n = int(graphs.sizes[0])
+    drop = trivial == "drop"
+    if n == 0 or n > FULL_EIGH_MAX_NODES or symmetrize == "none":
+        return None
+    if not drop and any(q is None for q in qs):
+        return None
+    a = np.zeros((n, n))
+    np.add.at(a, (graphs.row, graphs.col), graphs.weight)  # duplicates add, in edge order
+    a.flat[:: n + 1] = 0.0  # self-loops are dropped
+    a_sym = np.maximum(a, a.T) if symmetrize == "union" else (a + a.T) * 0.5
+    deg = np.cumsum(a_sym, axis=1)[:, -1]  # a sum in row order
+    check_degrees(deg)
+    isolated = deg <= 0.0
+    # Components: reachability by repeated squaring of (A + I) > 0 (exact 0/1 arithmetic).
+    reach = (a_sym > 0) + np.eye(n)
+    while True:
+        nxt = np.minimum(reach @ reach, 1.0)
+        if (nxt == reach).all():
+            break
+        reach = nxt
+    labels = reach.argmax(axis=1)  # lowest node of the component
+    num_iso = int(isolated.sum())
+    c = int(((labels == np.arange(n)) & ~isolated).sum())
+    offset = c if drop else 0
+    kv = max(0, min(k, n - num_iso - offset))
+    mask = np.arange(k) < kv
+    out = []
+    for q in qs:
+        w_re, w_im = a_sym, None
+        if q is not None:
+            pattern = a > 0
+            skew = pattern.astype(np.float64) - pattern.T if symmetrize == "union" else a - a.T
+            q_eff = q
+            if q_mode == "relative":
+                one_way = int((pattern & ~pattern.T).sum())
+                q_eff = q / float(max(1, min(one_way, n)))
+            ri, ci = np.nonzero(skew)
+            theta = (2.0 * math.pi * q_eff) * skew[ri, ci]
+            w_re = a_sym.copy()
+            w_im = np.zeros((n, n))
+            w_re[ri, ci] = a_sym[ri, ci] * np.cos(theta)
+            w_im[ri, ci] = a_sym[ri, ci] * np.sin(theta)
+        if normalization == "sym":
+            dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
+            lap = -(dinv[:, None] * w_re) * dinv[None, :]
+            diag = np.where(isolated, 3.0, 1.0)
+            if w_im is not None:
+                lap_im = -(dinv[:, None] * w_im) * dinv[None, :]
+        else:
+            lap = -w_re
+            diag = np.where(isolated, 2.0 * deg.max() + 1.0, deg)
+            if w_im is not None:
+                lap_im = -w_im
+        lap.flat[:: n + 1] = diag
+        if w_im is not None:
+            full = np.empty((n, n), dtype=np.complex128)
+            full.real, full.imag = lap, lap_im
+            lap = full
+        vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(lap))
+        vals, vecs = vals_t.numpy(), vecs_t.numpy()
+        sel = np.zeros((n, k), dtype=vecs.dtype)
+        sel[:, :kv] = vecs[:, offset : offset + kv]
+        if num_iso:
+            sel[isolated] = 0.0
+        values = np.zeros(k)
+        values[:kv] = vals[offset : offset + kv]
+        out.append(Eigenpairs(_canonical(sel, k) + 0.0, values, mask))
+    return out
