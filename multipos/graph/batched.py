@@ -33,12 +33,21 @@ from multipos.graph.options import (
 )
 from multipos.graph.union import StackedGraphs, stack_graph_arrays
 
-__all__ = ["batched_laplacian_pe", "batched_magnetic_laplacian_pe"]
+__all__ = ["DEFAULT_WEIGHT_ATTR", "batched_laplacian_pe", "batched_magnetic_laplacian_pe"]
+
+#: The edge-weight attribute read when a graph has it (PyG's convention); a graph without
+#: an attribute of any other ``weight_attr`` name raises.
+DEFAULT_WEIGHT_ATTR = "edge_weight"
 
 
 def unpack_graph(item: Any, weight_attr: str | None) -> tuple[Any, Any, Any]:
     """``(edge_index, num_nodes, edge_weight)`` of a ``Data`` (no edges: an empty
-    ``edge_index``; weights from ``weight_attr`` if present) or of a graph tuple."""
+    ``edge_index``; weights from ``weight_attr``) or of a graph tuple.
+
+    Raises:
+        ValueError: If ``weight_attr`` is not ``None`` nor ``"edge_weight"`` and the graph
+            has no such attribute.
+    """
     if isinstance(item, tuple):
         if len(item) not in (2, 3):
             raise ValueError(
@@ -55,6 +64,11 @@ def unpack_graph(item: Any, weight_attr: str | None) -> tuple[Any, Any, Any]:
     if edge_index is None:
         edge_index = torch.zeros(2, 0, dtype=torch.long)
     weight = getattr(item, weight_attr, None) if weight_attr else None
+    if weight is None and weight_attr not in (None, DEFAULT_WEIGHT_ATTR):
+        raise ValueError(
+            f"weight_attr={weight_attr!r} is not an attribute of the graph (it has "
+            f"{', '.join(sorted(item.keys()))}); pass weight_attr=None to ignore weights"
+        )
     return edge_index, item.num_nodes, weight
 
 
@@ -159,7 +173,8 @@ def batched_laplacian_pe(
         graphs: ``Data`` objects or tuples ``(edge_index, num_nodes[, edge_weight])``.
         k, normalization, symmetrize, trivial, solver, tol: As in
             :func:`~multipos.graph.laplacian_pe`.
-        weight_attr: Attribute of a ``Data`` holding ``(E,)`` edge weights (if present).
+        weight_attr: Attribute of a ``Data`` holding ``(E,)`` edge weights: the default
+            ``"edge_weight"`` is read when present, any other name must be present.
 
     Returns:
         One :class:`~multipos.graph.LaplacianPE` per graph, in order.
@@ -198,7 +213,8 @@ def batched_magnetic_laplacian_pe(
         graphs: ``Data`` objects or tuples ``(edge_index, num_nodes[, edge_weight])``.
         k, q, q_mode, normalization, symmetrize, trivial, solver, tol: As in
             :func:`~multipos.graph.magnetic_laplacian_pe`.
-        weight_attr: Attribute of a ``Data`` holding ``(E,)`` edge weights (if present).
+        weight_attr: Attribute of a ``Data`` holding ``(E,)`` edge weights: the default
+            ``"edge_weight"`` is read when present, any other name must be present.
 
     Returns:
         One :class:`~multipos.graph.MagneticLaplacianPE` per graph, in order.

@@ -68,7 +68,8 @@ def _labels(adj: np.ndarray) -> np.ndarray:
             if (nxt == reach).all():
                 break
             reach = nxt
-        return reach.argmax(axis=2) + (np.arange(b) * n)[:, None]  # first reachable node
+        first: np.ndarray = reach.argmax(axis=2) + (np.arange(b) * n)[:, None]
+        return first  # the first reachable node: the lowest of the component
     labels = np.arange(b * n).reshape(b, n)
     big = b * n
     while True:  # min-label hooking with pointer jumping
@@ -108,6 +109,7 @@ def _components(
     return Components(isolated, comp_rank, comp_value, num_comp, isolated.sum(axis=1))
 
 
+@np.errstate(over="ignore")  # an overflowing degree raises below
 def _build_chunk(
     graphs: StackedGraphs,
     edge_graph: np.ndarray,

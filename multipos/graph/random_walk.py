@@ -10,6 +10,13 @@ the graph and of its reverse,
 (a node without out-going edges gets a self-loop of probability 1), the pairwise encoding
 of ``(u, v)`` stacks :math:`P^t_{uv}` for ``t = 1..T`` and optionally the personalised
 PageRank :math:`\alpha (I - (1 - \alpha) P)^{-1}`, for both directions.
+
+A pair is stored (non-zero) exactly when it is structurally reachable: a walk of ``t`` steps
+(``P^t``) or any walk (PPR) joins it. The inverse of the PPR leaves rounding noise of about
+1e-16 on pairs that cannot reach each other; those entries are set to exactly zero from the
+reachability of the graph (breadth-first search), never from a threshold. All products run on
+one thread (:func:`~multipos.graph.threads.single_threaded`), so the values and the set of
+stored pairs do not depend on the thread settings.
 """
 
 from __future__ import annotations
@@ -18,10 +25,14 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
 import torch
 from torch import Tensor
 
 from multipos.graph.checks import GraphArrays, check_choice, graph_arrays
+from multipos.graph.return_probabilities import DEFAULT_MEMORY_LIMIT, return_probabilities
+from multipos.graph.threads import single_threaded
+from multipos.graph.union import check_degrees
 
 __all__ = ["directional_random_walk_pe", "transition_matrix"]
 
@@ -41,8 +52,10 @@ def _adjacency(g: GraphArrays) -> sp.csr_matrix:
     return a
 
 
+@np.errstate(over="ignore")  # an overflowing degree raises below
 def _stochastic(a: sp.csr_matrix) -> sp.csr_matrix:
     out_deg = np.asarray(a.sum(axis=1)).ravel()
+    check_degrees(out_deg)
     sink = out_deg <= 0
     inv = np.where(sink, 0.0, 1.0 / np.where(sink, 1.0, out_deg))
     p = sp.diags(inv) @ a + sp.diags(sink.astype(np.float64))
@@ -99,6 +112,86 @@ def check_walk_options(
             raise ValueError(f"ppr_alpha must lie in (0, 1], got {ppr_alpha}")
 
 
+def check_limits(memory_limit: object, time_limit: object) -> None:
+    """Validate the budgets of the large-graph node form.
+
+    Raises:
+        TypeError: If ``memory_limit`` is not an int or ``time_limit`` not a float or None.
+        ValueError: If either is not positive.
+    """
+    if isinstance(memory_limit, bool) or not isinstance(memory_limit, int):
+        raise TypeError(f"memory_limit must be an int (bytes), got {type(memory_limit).__name__}")
+    if memory_limit <= 0:
+        raise ValueError(f"memory_limit must be positive, got {memory_limit}")
+    if time_limit is not None:
+        if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
+            raise TypeError(f"time_limit must be a float or None, got {type(time_limit).__name__}")
+        if time_limit <= 0:
+            raise ValueError(f"time_limit must be positive, got {time_limit}")
+
+
+def _features(
+    g: GraphArrays,
+    walk_length: int,
+    direction: str,
+    ppr_alpha: float | None,
+    form: str,
+    memory_limit: int,
+    time_limit: float | None,
+    progress: bool | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Float64 features ``(N, F)`` or ``(N, N, F)``, and for the pairwise form the ``(N, N)``
+    structural mask of the pairs to store."""
+    n = g.num_nodes
+    a = _adjacency(g)
+    mats = []
+    if direction in ("forward", "both"):
+        mats.append(_stochastic(a))
+    if direction in ("reverse", "both"):
+        mats.append(_stochastic(a.T.tocsr()))
+    feats: list[np.ndarray] = []
+    mask = np.zeros((n, n), dtype=bool) if form == "pairwise" else None
+    for p in mats:
+        if n > DENSE_MAX_NODES:
+            feats.extend(
+                return_probabilities(
+                    p,
+                    walk_length,
+                    memory_limit=memory_limit,
+                    time_limit=time_limit,
+                    progress=progress,
+                ).T
+            )
+            continue
+        pd = p.toarray()
+        power = pd
+        pattern = p.astype(bool).astype(np.float64)  # walks of one step
+        walks = pattern.toarray()
+        for t in range(walk_length):
+            if t:
+                power = power @ pd
+                # exact walk existence in t + 1 steps: 0/1 arithmetic, clamped each step
+                walks = np.minimum(np.asarray(pattern.T @ walks.T).T, 1.0)
+            feats.append(power if form == "pairwise" else np.diag(power).copy())
+            if mask is not None:
+                mask |= walks > 0
+        if ppr_alpha is not None:
+            alpha = float(ppr_alpha)
+            ppr = alpha * np.linalg.inv(np.eye(n) - (1.0 - alpha) * pd)
+            # every node reaches itself; others as far as a walk goes, nothing else
+            reach = np.isfinite(csgraph.shortest_path(p, unweighted=True, directed=True))
+            ppr = np.where(reach, np.maximum(ppr, 0.0), 0.0)
+            feats.append(ppr if form == "pairwise" else np.diag(ppr).copy())
+            if mask is not None:
+                mask |= reach
+    if form == "pairwise":
+        stacked = np.stack(feats, axis=-1) if n else np.zeros((0, 0, len(feats)))
+        if mask is not None:
+            stacked = np.where(mask[:, :, None], stacked, 0.0)
+        return stacked, mask
+    return (np.stack(feats, axis=-1) if n else np.zeros((0, len(feats)))), None
+
+
 def directional_random_walk_pe(
     edge_index: Tensor,
     num_nodes: int | None = None,
@@ -108,6 +201,9 @@ def directional_random_walk_pe(
     direction: Direction = "both",
     ppr_alpha: float | None = None,
     form: Form = "node",
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    time_limit: float | None = None,
+    progress: bool | None = None,
 ) -> Tensor:
     r"""Forward / reverse random-walk landing probabilities, per node or per node pair.
 
@@ -120,7 +216,14 @@ def directional_random_walk_pe(
     for ``P`` from :func:`transition_matrix`, then the same for the reverse walk
     (``direction="both"``: forward features first). ``form="pairwise"`` returns ``R``
     (``(N, N, F)``; feeds an attention bias), ``form="node"`` its diagonal (``(N, F)``:
-    return probabilities, as RWSE but directed, with sinks made absorbing).
+    return probabilities, as RWSE but directed, with sinks made absorbing). An entry is
+    non-zero exactly when a walk of that length (PPR: any walk) joins the pair.
+
+    Up to 4,096 nodes the matrices are dense. Above, only ``form="node"`` without PPR is
+    available, computed exactly without forming :math:`P^t`
+    (:func:`~multipos.graph.return_probabilities.return_probabilities`): its working set
+    stays under ``memory_limit`` bytes, and a configuration that cannot fit, or whose
+    estimated time exceeds ``time_limit`` seconds, raises before the work starts.
 
     Args:
         edge_index: ``(2, E)`` integer tensor of directed edges.
@@ -130,6 +233,10 @@ def directional_random_walk_pe(
         direction: ``"forward"``, ``"reverse"`` or ``"both"``.
         ppr_alpha: Restart probability in (0, 1] of the PPR feature, or ``None`` for none.
         form: ``"node"`` or ``"pairwise"``.
+        memory_limit: Working-set budget in bytes of the large-graph node form (1 GiB).
+        time_limit: Time budget in seconds of the large-graph node form, or ``None``.
+        progress: Progress bar of the large-graph node form; ``None``: when it is estimated
+            to take more than 10 s.
 
     Returns:
         float32 tensor, ``(N, F)`` or ``(N, N, F)`` with
@@ -137,10 +244,41 @@ def directional_random_walk_pe(
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If a shape, index, weight or option is invalid, or the pairwise form is
-            asked for more than 4,096 nodes.
+        ValueError: If a shape, index, weight or option is invalid, weighted out-degrees
+            overflow float64, the pairwise form or PPR is asked for more than 4,096 nodes, or
+            the large-graph node form exceeds ``memory_limit`` / ``time_limit``.
     """
+    feats, _ = pairwise_and_mask(
+        edge_index,
+        num_nodes,
+        walk_length,
+        edge_weight,
+        direction,
+        ppr_alpha,
+        form,
+        memory_limit,
+        time_limit,
+        progress,
+    )
+    return feats
+
+
+def pairwise_and_mask(
+    edge_index: Tensor,
+    num_nodes: int | None,
+    walk_length: int,
+    edge_weight: Tensor | None,
+    direction: str,
+    ppr_alpha: float | None,
+    form: str,
+    memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    time_limit: float | None = None,
+    progress: bool | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`directional_random_walk_pe` and, for the pairwise form, the ``(N, N)`` mask of
+    the structurally reachable pairs (the pairs a transform stores)."""
     check_walk_options(walk_length, direction, ppr_alpha, form)
+    check_limits(memory_limit, time_limit)
     g = graph_arrays(edge_index, num_nodes, edge_weight)
     n = g.num_nodes
     if n > DENSE_MAX_NODES and (form == "pairwise" or ppr_alpha is not None):
@@ -148,32 +286,9 @@ def directional_random_walk_pe(
             f"form='pairwise' and ppr_alpha need dense N x N matrices; N={n} exceeds "
             f"{DENSE_MAX_NODES}. Use form='node' with ppr_alpha=None for large graphs."
         )
-    a = _adjacency(g)
-    mats = []
-    if direction in ("forward", "both"):
-        mats.append(_stochastic(a))
-    if direction in ("reverse", "both"):
-        mats.append(_stochastic(a.T.tocsr()))
-    feats: list[np.ndarray] = []
-    for p in mats:
-        if n <= DENSE_MAX_NODES:
-            pd = p.toarray()
-            power = pd
-            for t in range(walk_length):
-                if t:
-                    power = power @ pd
-                feats.append(power if form == "pairwise" else np.diag(power).copy())
-            if ppr_alpha is not None:
-                alpha = float(ppr_alpha)
-                ppr = alpha * np.linalg.inv(np.eye(n) - (1.0 - alpha) * pd)
-                feats.append(ppr if form == "pairwise" else np.diag(ppr).copy())
-        else:
-            power_s = p
-            for t in range(walk_length):
-                if t:
-                    power_s = sp.csr_matrix(power_s @ p)
-                feats.append(np.asarray(power_s.diagonal()))
-    stacked = np.stack(feats, axis=-1) if n else np.zeros((0, len(feats)))
-    if form == "pairwise" and not n:
-        stacked = np.zeros((0, 0, len(feats)))
-    return torch.from_numpy(stacked).to(torch.float32)
+    with single_threaded():
+        feats, mask = _features(
+            g, walk_length, direction, ppr_alpha, form, memory_limit, time_limit, progress
+        )
+    out = torch.from_numpy(feats).to(torch.float32)
+    return out, None if mask is None else torch.from_numpy(mask)

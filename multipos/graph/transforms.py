@@ -13,15 +13,21 @@ transform                   attributes (``attr_prefix`` = default)      shape, d
                             ``laplacian_mask``                         ``(N, K)`` bool
 ``AddMagneticLaplacianPE``  ``magnetic_pe_real``, ``magnetic_pe_imag``  ``(N, K)`` or
                             ``magnetic_eigenvalues``, ``magnetic_mask`` ``(N, Q, K)``
-``AddDirectionalRandomWalk  node form: ``random_walk_pe``              ``(N, F)`` float32
-PE``                        pairwise: ``random_walk_pair_index``       ``(2, M)`` int64
-                            ``random_walk_pair_attr``                  ``(M, F)`` float32
+``AddDirectionalRandomWalk  node form: ``directional_walk_pe``         ``(N, F)`` float32
+PE``                        pairwise: ``directional_walk_pair_index``  ``(2, M)`` int64
+                            ``directional_walk_pair_attr``             ``(M, F)`` float32
 ==========================  =========================================  ==================
 
 Eigenvalues and masks are repeated on every node of the graph (rows are identical). The
-pairwise form keeps the ``M`` pairs with a non-zero feature; its ``*_index`` name makes PyG
+pairwise form keeps the ``M`` structurally reachable pairs; its ``*_index`` name makes PyG
 offset it when batching, and :func:`pairwise_to_dense` turns a batch back into
-``(B, N_max, N_max, F)`` for an attention bias.
+``(B, N_max, N_max, F)`` for an attention bias. No default name equals one of PyG's own
+transforms (``laplacian_eigenvector_pe``, ``random_walk_pe``), so both can run in one
+``Compose``. An ``attr_prefix`` containing ``index`` or ``batch`` is refused: PyG's
+``DataLoader`` would offset (and concatenate along the last axis) such attributes.
+
+``weight_attr="edge_weight"`` (the default) is read when the graph has it, as PyG's own
+transforms do; any other name must exist on every graph (a missing one raises).
 """
 
 from __future__ import annotations
@@ -33,13 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.transforms import BaseTransform
-from torch_geometric.utils import to_dense_adj
 
 from multipos.graph.batched import (
     batched_laplacian_pe,
     batched_magnetic_laplacian_pe,
-    unpack_graph,
 )
 from multipos.graph.checks import check_choice, check_eigen_options, check_q
 from multipos.graph.laplacian import LaplacianPE
@@ -54,7 +57,8 @@ from multipos.graph.options import (
     Symmetrize,
     Trivial,
 )
-from multipos.graph.random_walk import check_walk_options, directional_random_walk_pe
+from multipos.graph.transform_base import Transform, check_data, check_name, check_prefix
+from multipos.graph.walk_transform import AddDirectionalRandomWalkPE, pairwise_to_dense
 
 __all__ = [
     "AddDirectionalRandomWalkPE",
@@ -62,21 +66,6 @@ __all__ = [
     "AddMagneticLaplacianPE",
     "pairwise_to_dense",
 ]
-
-
-def _check_data(data: Any) -> Data:
-    if not isinstance(data, Data):
-        raise TypeError(
-            f"expected a torch_geometric.data.Data (homogeneous graph), got {type(data).__name__}"
-        )
-    return data
-
-
-def _check_name(name: str, value: object, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, str) or not value.isidentifier():
-        raise ValueError(f"{name} must be a Python identifier string, got {value!r}")
 
 
 def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
@@ -89,17 +78,7 @@ def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     return torch.split(repeated, list(sizes))
 
 
-class _Transform(BaseTransform):  # type: ignore[misc]
-    """A transform whose ``repr`` lists its options (``_fields``)."""
-
-    _fields: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        options = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
-        return f"{type(self).__name__}({options})"
-
-
-class _SpectralTransform(_Transform):
+class _SpectralTransform(Transform):
     """Shared plumbing of the eigenvector transforms: per-graph and batched application."""
 
     attr_prefix: str
@@ -126,15 +105,17 @@ class _SpectralTransform(_Transform):
         return list(data_list)
 
     def forward(self, data: Data) -> Data:
-        data = _check_data(data)
+        data = check_data(data)
         return self._write([data], self._run([data]))[0]
 
     def apply_many(self, data_list: Sequence[Data]) -> list[Data]:
         """Transform many graphs at once with batched eigensolvers; returns shallow copies.
 
-        Same results as calling the transform on each graph.
+        The same bits as calling the transform on each graph; ``[]`` gives ``[]``.
         """
-        data_list = [copy.copy(_check_data(d)) for d in data_list]
+        data_list = [copy.copy(check_data(d)) for d in data_list]
+        if not data_list:
+            return []
         return self._write(data_list, self._run(data_list))
 
 
@@ -189,8 +170,8 @@ class AddLaplacianPE(_SpectralTransform):
         attr_prefix: str = "laplacian",
     ) -> None:
         check_eigen_options(k, normalization, symmetrize, trivial, solver, tol)
-        _check_name("weight_attr", weight_attr, optional=True)
-        _check_name("attr_prefix", attr_prefix)
+        check_name("weight_attr", weight_attr, optional=True)
+        check_prefix(attr_prefix)
         self.k, self.normalization, self.symmetrize = k, normalization, symmetrize
         self.trivial, self.solver, self.tol = trivial, solver, tol
         self.weight_attr, self.attr_prefix = weight_attr, attr_prefix
@@ -266,8 +247,8 @@ class AddMagneticLaplacianPE(_SpectralTransform):
         qs, many = check_q(q)
         check_choice("q_mode", q_mode, Q_MODES)
         check_eigen_options(k, normalization, symmetrize, trivial, solver, tol, MAGNETIC_SYMMETRIZE)
-        _check_name("weight_attr", weight_attr, optional=True)
-        _check_name("attr_prefix", attr_prefix)
+        check_name("weight_attr", weight_attr, optional=True)
+        check_prefix(attr_prefix)
         self.k = k
         self.q: float | tuple[float, ...] = tuple(qs) if many else qs[0]
         self.q_mode, self.normalization, self.symmetrize = q_mode, normalization, symmetrize
@@ -290,90 +271,3 @@ class AddMagneticLaplacianPE(_SpectralTransform):
 
     def _vectors(self, result: MagneticLaplacianPE) -> dict[str, Tensor]:
         return {"pe_real": result.real, "pe_imag": result.imag}
-
-
-class AddDirectionalRandomWalkPE(_Transform):
-    r"""Add forward / reverse random-walk encodings (per node or per node pair) to ``data``.
-
-    From "Transformers Meet Directed Graphs" (Geisler et al., 2023, arXiv:2302.00049); see
-    :func:`multipos.graph.directional_random_walk_pe`:
-
-    .. math::
-        R_{uv} = (P_{uv}, \dots, P^T_{uv}, \mathrm{PPR}_{uv}) \ \Vert\ (\text{same for }
-        A^\top)
-
-    ``form="node"`` writes ``{attr_prefix}_pe`` ``(N, F)`` (the diagonal);
-    ``form="pairwise"`` writes ``{attr_prefix}_pair_index`` ``(2, M)`` and
-    ``{attr_prefix}_pair_attr`` ``(M, F)`` for the pairs with a non-zero feature.
-
-    Args:
-        walk_length: Steps ``T``.
-        direction, ppr_alpha, form: See :func:`~multipos.graph.directional_random_walk_pe`.
-        weight_attr: Name of an ``(E,)`` edge-weight attribute used when present, or ``None``.
-        attr_prefix: Prefix of the written attribute names.
-
-    Raises:
-        TypeError / ValueError: On an invalid option (at construction) or graph (on call).
-    """
-
-    _fields = ("walk_length", "direction", "ppr_alpha", "form", "weight_attr", "attr_prefix")
-
-    def __init__(
-        self,
-        walk_length: int = 3,
-        *,
-        direction: str = "both",
-        ppr_alpha: float | None = None,
-        form: str = "node",
-        weight_attr: str | None = "edge_weight",
-        attr_prefix: str = "random_walk",
-    ) -> None:
-        check_walk_options(walk_length, direction, ppr_alpha, form)
-        _check_name("weight_attr", weight_attr, optional=True)
-        _check_name("attr_prefix", attr_prefix)
-        self.walk_length, self.direction, self.ppr_alpha = walk_length, direction, ppr_alpha
-        self.form, self.weight_attr, self.attr_prefix = form, weight_attr, attr_prefix
-
-    def forward(self, data: Data) -> Data:
-        edge_index, num_nodes, weight = unpack_graph(_check_data(data), self.weight_attr)
-        feats = directional_random_walk_pe(
-            edge_index,
-            num_nodes,
-            self.walk_length,
-            edge_weight=weight,
-            direction=self.direction,  # type: ignore[arg-type]
-            ppr_alpha=self.ppr_alpha,
-            form=self.form,  # type: ignore[arg-type]
-        )
-        p = self.attr_prefix
-        if self.form == "node":
-            data[f"{p}_pe"] = feats
-        else:
-            nz = (feats != 0).any(dim=-1)  # (N, N)
-            index = nz.nonzero().t().contiguous()  # (2, M)
-            data[f"{p}_pair_index"] = index
-            data[f"{p}_pair_attr"] = feats[index[0], index[1]]  # (M, F)
-        return data
-
-
-def pairwise_to_dense(
-    index: Tensor, attr: Tensor, batch: Tensor | None = None, max_num_nodes: int | None = None
-) -> Tensor:
-    r"""Batched pairwise features ``(2, M)`` + ``(M, F)`` -> dense ``(B, N_max, N_max, F)``.
-
-    Pairs not listed are zero. A thin wrapper of ``torch_geometric.utils.to_dense_adj``,
-    for the output of ``AddDirectionalRandomWalkPE(form="pairwise")`` batched by a PyG
-    ``DataLoader`` (pass ``batch.batch``).
-
-    .. math::
-        R[b, u, v, :] = \mathrm{attr}_m \quad \text{for } \mathrm{index}_{:, m} = (u, v)
-
-    Raises:
-        ValueError: If ``index`` is not ``(2, M)`` or ``attr`` not ``(M, F)``.
-    """
-    if index.dim() != 2 or index.shape[0] != 2:
-        raise ValueError(f"index must have shape (2, M), got {tuple(index.shape)}")
-    if attr.dim() != 2 or attr.shape[0] != index.shape[1]:
-        raise ValueError(f"attr must have shape (M={index.shape[1]}, F), got {tuple(attr.shape)}")
-    dense: Tensor = to_dense_adj(index, batch, attr, max_num_nodes=max_num_nodes)
-    return dense

@@ -110,6 +110,7 @@ def check_degrees(deg: np.ndarray) -> None:
         )
 
 
+@np.errstate(over="ignore")  # an overflowing degree raises below
 def build_union(graphs: StackedGraphs, symmetrize: str, normalization: str = "sym") -> GraphUnion:
     r"""Union of ``graphs``: offsets, symmetrised weights, direction matrix, components.
 

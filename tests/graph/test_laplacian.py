@@ -229,3 +229,14 @@ def test_bad_edge_index() -> None:
         laplacian_pe(torch.zeros(3, 3, dtype=torch.long))
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         laplacian_pe([[0, 1], [1, 0]])  # type: ignore[arg-type]
+
+
+def test_lobpcg_that_stops_at_maxiter_raises(monkeypatch) -> None:
+    from multipos.graph import eigensolvers
+
+    monkeypatch.setattr(eigensolvers, "LOBPCG_MAXITER", 2)
+    ei = random_graph(250, 0.03, 7)
+    with pytest.raises(RuntimeError, match="did not reach tol"):
+        laplacian_pe(ei, 250, k=5, solver="lobpcg", tol=1e-12)
+    monkeypatch.undo()
+    assert laplacian_pe(ei, 250, k=5, solver="lobpcg", tol=1e-10).mask.all()

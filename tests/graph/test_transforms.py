@@ -47,7 +47,7 @@ def test_compose_and_dataloader() -> None:
         2,
         4,
     )
-    assert batch.random_walk_pe.shape == (n, 8)
+    assert batch.directional_walk_pe.shape == (n, 8)
     dense = pairwise_to_dense(batch.rw_pair_index, batch.rw_pair_attr, batch.batch)
     assert dense.shape == (len(data), 14, 14, 4)
     # the pairwise features survive batching: graph 3 (14 nodes) unchanged
@@ -122,3 +122,69 @@ def test_bad_options() -> None:
         AddDirectionalRandomWalkPE(form="edges")
     with pytest.raises(TypeError, match="Data"):
         AddLaplacianPE()(torch.zeros(3))  # type: ignore[arg-type]
+
+
+def test_apply_many_of_nothing_is_nothing() -> None:
+    assert AddLaplacianPE().apply_many([]) == []
+    assert AddMagneticLaplacianPE().apply_many([]) == []
+
+
+@pytest.mark.parametrize("symmetrize", ["union", "mean", "none"])
+def test_overflowing_weight_sums_raise(symmetrize) -> None:
+    ei = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    w = torch.full((4,), 1e308, dtype=torch.float64)  # finite, but degrees overflow
+    data = Data(edge_index=ei, num_nodes=3, edge_weight=w)
+    with pytest.raises(ValueError, match="overflow"):
+        AddLaplacianPE(k=2, symmetrize=symmetrize)(data)
+    with pytest.raises(ValueError, match="overflow"):
+        laplacian_pe(ei, 3, k=2, edge_weight=w, symmetrize=symmetrize, solver="arpack")
+    with pytest.raises(ValueError, match="overflow"):
+        AddLaplacianPE(k=2, symmetrize=symmetrize).apply_many([data, data])
+    with pytest.raises(ValueError, match="overflow"):
+        AddDirectionalRandomWalkPE(2)(data)
+
+
+def test_a_missing_weight_attribute_raises() -> None:
+    d = _dataset()[3]
+    with pytest.raises(ValueError, match="weight_attr='w'"):
+        AddLaplacianPE(k=3, weight_attr="w")(d)
+    with pytest.raises(ValueError, match="weight_attr='w'"):
+        AddMagneticLaplacianPE(k=3, weight_attr="w").apply_many([d])
+    with pytest.raises(ValueError, match="weight_attr='w'"):
+        AddDirectionalRandomWalkPE(2, weight_attr="w")(d)
+    # the default name is read when present, like PyG's transforms, and is optional
+    assert AddLaplacianPE(k=3)(d).laplacian_pe.shape == (14, 3)
+    w = torch.rand(d.edge_index.shape[1], generator=torch.Generator().manual_seed(1)) + 0.1
+    named = AddLaplacianPE(k=3, weight_attr="w")(Data(edge_index=d.edge_index, num_nodes=14, w=w))
+    default = AddLaplacianPE(k=3)(Data(edge_index=d.edge_index, num_nodes=14, edge_weight=w))
+    assert torch.equal(named.laplacian_pe, default.laplacian_pe)
+
+
+@pytest.mark.parametrize("prefix", ["node_index", "pe_batch", "indexed"])
+def test_prefixes_pyg_collates_specially_are_refused(prefix) -> None:
+    for t in (AddLaplacianPE, AddMagneticLaplacianPE, AddDirectionalRandomWalkPE):
+        with pytest.raises(ValueError, match="DataLoader offsets"):
+            t(attr_prefix=prefix)
+
+
+def test_default_names_do_not_collide_with_pyg_transforms() -> None:
+    import inspect
+
+    pyg_names = {
+        inspect.signature(cls).parameters["attr_name"].default
+        for cls in (T.AddLaplacianEigenvectorPE, T.AddRandomWalkPE)
+    }
+    assert pyg_names == {"laplacian_eigenvector_pe", "random_walk_pe"}
+    d = _dataset()[2]
+    ours = T.Compose(
+        [
+            AddLaplacianPE(k=3),
+            AddMagneticLaplacianPE(k=3),
+            AddDirectionalRandomWalkPE(2),
+            AddDirectionalRandomWalkPE(2, form="pairwise"),
+        ]
+    )(d)
+    written = set(ours.keys()) - set(d.keys())
+    assert len(written) == 10 and not written & pyg_names
+    both = T.Compose([T.AddRandomWalkPE(2), AddDirectionalRandomWalkPE(2)])(d)
+    assert both.random_walk_pe.shape == (9, 2) and both.directional_walk_pe.shape == (9, 4)
