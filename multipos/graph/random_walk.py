@@ -130,6 +130,20 @@ def check_limits(memory_limit: object, time_limit: object) -> None:
             raise ValueError(f"time_limit must be positive, got {time_limit}")
 
 
+def _dense_stochastic(g: GraphArrays, reverse: bool) -> np.ndarray:
+    """:func:`_stochastic` of the graph (or its reverse) as a dense ``(N, N)`` array."""
+    n = g.num_nodes
+    a = np.zeros((n, n))
+    with np.errstate(over="ignore"):  # an overflowing degree raises below
+        np.add.at(a, (g.col, g.row) if reverse else (g.row, g.col), g.weight)
+        out_deg = a.sum(axis=1)
+    check_degrees(out_deg)
+    sink = out_deg <= 0
+    p: np.ndarray = a / np.where(sink, 1.0, out_deg)[:, None]
+    p[sink, sink] = 1.0
+    return p
+
+
 def _features(
     g: GraphArrays,
     walk_length: int,
@@ -143,35 +157,35 @@ def _features(
     """Float64 features ``(N, F)`` or ``(N, N, F)``, and for the pairwise form the ``(N, N)``
     structural mask of the pairs to store."""
     n = g.num_nodes
-    a = _adjacency(g)
-    mats = []
-    if direction in ("forward", "both"):
-        mats.append(_stochastic(a))
-    if direction in ("reverse", "both"):
-        mats.append(_stochastic(a.T.tocsr()))
-    feats: list[np.ndarray] = []
-    mask = np.zeros((n, n), dtype=bool) if form == "pairwise" else None
-    for p in mats:
-        if n > DENSE_MAX_NODES:
-            feats.extend(
-                return_probabilities(
-                    p,
+    reverses = [r for r, d in ((False, "forward"), (True, "reverse")) if direction in (d, "both")]
+    if n > DENSE_MAX_NODES:
+        a = _adjacency(g)
+        return np.stack(
+            [
+                f
+                for r in reverses
+                for f in return_probabilities(
+                    _stochastic(a.T.tocsr() if r else a),
                     walk_length,
                     memory_limit=memory_limit,
                     time_limit=time_limit,
                     progress=progress,
                 ).T
-            )
-            continue
-        pd = p.toarray()
+            ],
+            axis=-1,
+        ), None
+    feats: list[np.ndarray] = []
+    mask = np.zeros((n, n), dtype=bool) if form == "pairwise" else None
+    for r in reverses:
+        pd = _dense_stochastic(g, r)
         power = pd
-        pattern = p.astype(bool).astype(np.float64)  # walks of one step
-        walks = pattern.toarray()
+        step = (pd > 0).astype(np.float64)  # walks of one step
+        walks = step
         for t in range(walk_length):
             if t:
                 power = power @ pd
-                # exact walk existence in t + 1 steps: 0/1 arithmetic, clamped each step
-                walks = np.minimum(np.asarray(pattern.T @ walks.T).T, 1.0)
+                if mask is not None:  # exact walk existence: 0/1 arithmetic, clamped
+                    walks = np.minimum(walks @ step, 1.0)
             feats.append(power if form == "pairwise" else np.diag(power).copy())
             if mask is not None:
                 mask |= walks > 0
@@ -179,16 +193,14 @@ def _features(
             alpha = float(ppr_alpha)
             ppr = alpha * np.linalg.inv(np.eye(n) - (1.0 - alpha) * pd)
             # every node reaches itself; others as far as a walk goes, nothing else
-            reach = np.isfinite(csgraph.shortest_path(p, unweighted=True, directed=True))
+            reach = np.isfinite(csgraph.shortest_path(step, unweighted=True, directed=True))
             ppr = np.where(reach, np.maximum(ppr, 0.0), 0.0)
             feats.append(ppr if form == "pairwise" else np.diag(ppr).copy())
             if mask is not None:
                 mask |= reach
-    if form == "pairwise":
+    if mask is not None:
         stacked = np.stack(feats, axis=-1) if n else np.zeros((0, 0, len(feats)))
-        if mask is not None:
-            stacked = np.where(mask[:, :, None], stacked, 0.0)
-        return stacked, mask
+        return np.where(mask[:, :, None], stacked, 0.0), mask
     return (np.stack(feats, axis=-1) if n else np.zeros((0, len(feats)))), None
 
 

@@ -48,7 +48,6 @@ def _canonical(vecs: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-@np.errstate(over="ignore")  # an overflowing degree raises below
 def small_graph_eigenpairs(
     graphs: StackedGraphs,
     k: int,
@@ -70,6 +69,23 @@ def small_graph_eigenpairs(
         return None
     if not drop and any(q is None for q in qs):
         return None
+    if graphs.weight.size and graphs.weight.max() > 1e300:  # may overflow: raise, no warning
+        with np.errstate(over="ignore"):
+            return _eigenpairs(graphs, n, k, normalization, symmetrize, trivial, qs, q_mode)
+    return _eigenpairs(graphs, n, k, normalization, symmetrize, trivial, qs, q_mode)
+
+
+def _eigenpairs(
+    graphs: StackedGraphs,
+    n: int,
+    k: int,
+    normalization: str,
+    symmetrize: str,
+    trivial: str,
+    qs: Sequence[float | None],
+    q_mode: str,
+) -> list[Eigenpairs]:
+    drop = trivial == "drop"
     a = np.zeros((n, n))
     np.add.at(a, (graphs.row, graphs.col), graphs.weight)  # duplicates add, in edge order
     a.flat[:: n + 1] = 0.0  # self-loops are dropped

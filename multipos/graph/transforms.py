@@ -43,10 +43,12 @@ from torch_geometric.data import Data
 from multipos.graph.batched import (
     batched_laplacian_pe,
     batched_magnetic_laplacian_pe,
+    one_graph,
+    unpack_graph,
 )
 from multipos.graph.checks import check_choice, check_eigen_options, check_q
-from multipos.graph.laplacian import LaplacianPE
-from multipos.graph.magnetic import MagneticLaplacianPE
+from multipos.graph.laplacian import LaplacianPE, laplacian_pe_many
+from multipos.graph.magnetic import MagneticLaplacianPE, magnetic_laplacian_pe_many, squeeze_q
 from multipos.graph.options import (
     MAGNETIC_SYMMETRIZE,
     Q_MODES,
@@ -58,6 +60,7 @@ from multipos.graph.options import (
     Trivial,
 )
 from multipos.graph.transform_base import Transform, check_data, check_name, check_prefix
+from multipos.graph.union import StackedGraphs
 from multipos.graph.walk_transform import AddDirectionalRandomWalkPE, pairwise_to_dense
 
 __all__ = [
@@ -71,7 +74,7 @@ __all__ = [
 def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     """Repeat each graph's ``x`` on its nodes, for all graphs in a few vectorised ops."""
     if len(xs) == 1:
-        return [xs[0].unsqueeze(0).expand(sizes[0], *xs[0].shape).contiguous()]
+        return [xs[0].expand(sizes[0], *xs[0].shape).contiguous()]
     stacked = torch.stack(list(xs))  # (G, ...)
     counts = torch.tensor(sizes, dtype=torch.long)
     repeated = stacked.repeat_interleave(counts, dim=0)  # (N_total, ...)
@@ -104,9 +107,13 @@ class _SpectralTransform(Transform):
             data[f"{p}_mask"] = m
         return list(data_list)
 
+    def _run_one(self, graph: StackedGraphs) -> Any:
+        """The result for one validated graph (options were checked at construction)."""
+        raise NotImplementedError
+
     def forward(self, data: Data) -> Data:
-        data = check_data(data)
-        return self._write([data], self._run([data]))[0]
+        graph = one_graph(*unpack_graph(check_data(data), self.weight_attr))
+        return self._write([data], [self._run_one(graph)])[0]
 
     def apply_many(self, data_list: Sequence[Data]) -> list[Data]:
         """Transform many graphs at once with batched eigensolvers; returns shallow copies.
@@ -188,6 +195,11 @@ class AddLaplacianPE(_SpectralTransform):
             weight_attr=self.weight_attr,
         )
 
+    def _run_one(self, graph: StackedGraphs) -> LaplacianPE:
+        return laplacian_pe_many(
+            graph, self.k, self.normalization, self.symmetrize, self.trivial, self.solver, self.tol
+        )[0]
+
     def _vectors(self, result: LaplacianPE) -> dict[str, Tensor]:
         return {"pe": result.vectors}
 
@@ -268,6 +280,22 @@ class AddMagneticLaplacianPE(_SpectralTransform):
             tol=self.tol,
             weight_attr=self.weight_attr,
         )
+
+    def _run_one(self, graph: StackedGraphs) -> MagneticLaplacianPE:
+        many = isinstance(self.q, tuple)
+        qs = list(self.q) if isinstance(self.q, tuple) else [self.q]
+        r = magnetic_laplacian_pe_many(
+            graph,
+            self.k,
+            qs,
+            self.q_mode,
+            self.normalization,
+            self.symmetrize,
+            self.trivial,
+            self.solver,
+            self.tol,
+        )[0]
+        return r if many else squeeze_q(r)
 
     def _vectors(self, result: MagneticLaplacianPE) -> dict[str, Tensor]:
         return {"pe_real": result.real, "pe_imag": result.imag}
