@@ -16,7 +16,8 @@ joins two words of the same entity; F1 of the positive class over the graph's ed
 Variants: graph in {beta_skeleton (beta = 1), knn (k = 8)} x PE in {none, given, raster,
 xycut, reference}; ``given`` is the FUNSD JSON (annotation) order, ``reference`` the EC-FUNSD
 reading order (Zhang et al., 2024). Training: the 149 training forms minus 20% held out for
-validation (fixed split), AdamW (lr 1e-2), 20 full-batch epochs; the epoch with the best
+validation (fixed split), AdamW (lr 1e-2), 120 full-batch epochs (validation macro F1 levels
+off after about 90); the epoch with the best
 validation macro F1 (checked every 5) is reported on the 50 testing forms. 3 seeds.
 
 Prints JSON lines: one per order (Kendall tau against the EC-FUNSD order on the testing
@@ -48,7 +49,6 @@ from scipy.sparse.csgraph import connected_components
 from scipy.stats import kendalltau
 from torch import Tensor, nn
 from torch_geometric.data import Batch, Data
-from torch_geometric.nn import MessagePassing
 
 from multipos.documents import (
     ReadingOrderCodeEmbedding,
@@ -90,19 +90,34 @@ def _prepare(pages: list[Data], graph: str, pe: str) -> Batch:
     return Batch.from_data_list(out)
 
 
-class EdgeConv(MessagePassing):  # type: ignore[misc]
+class EdgeConv(nn.Module):
+    r"""Edge-conditioned graph convolution with mean aggregation and a residual update.
+
+    .. math::
+        m_{ji} = \mathrm{ReLU}(W [h_j, h_i, e_{ji}] + b) = \mathrm{ReLU}(W_s h_j + W_t h_i +
+        W_e e_{ji} + b),\qquad h_i' = \mathrm{LN}(h_i + \mathrm{ReLU}(U [h_i, \bar m_i]))
+
+    The linear map of the concatenation is split into its three blocks so that the node terms
+    are computed once per node and gathered, not once per edge (the same function, several
+    times cheaper: edges outnumber words about five to one).
+    """
+
     def __init__(self, hidden: int, edge_dim: int) -> None:
-        super().__init__(aggr="mean")
-        self.msg = nn.Sequential(nn.Linear(2 * hidden + edge_dim, hidden), nn.ReLU())
+        super().__init__()
+        self.src = nn.Linear(hidden, hidden, bias=False)
+        self.dst = nn.Linear(hidden, hidden, bias=False)
+        self.edge = nn.Linear(edge_dim, hidden)
         self.upd = nn.Linear(2 * hidden, hidden)
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> Tensor:
-        agg = self.propagate(edge_index, h=h, e=e)  # (N, hidden)
+    def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, degree: Tensor) -> Tensor:
+        src, dst = edge_index
+        # index_select: its backward is index_add, much cheaper than indexing's index_put.
+        msg = torch.relu(
+            self.src(h).index_select(0, src) + self.dst(h).index_select(0, dst) + self.edge(e)
+        )  # (E, hidden)
+        agg = torch.zeros_like(h).index_add_(0, dst, msg) / degree  # (N, hidden), mean
         return self.norm(h + torch.relu(self.upd(torch.cat([h, agg], dim=1))))
-
-    def message(self, h_j: Tensor, h_i: Tensor, e: Tensor) -> Tensor:
-        return self.msg(torch.cat([h_j, h_i, e], dim=1))
 
 
 class WordGCN(nn.Module):
@@ -113,19 +128,28 @@ class WordGCN(nn.Module):
         self.inp = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(0.2))
         self.convs = nn.ModuleList(EdgeConv(hidden, edge_dim) for _ in range(layers))
         self.label = nn.Linear(hidden, NUM_LABELS)
-        self.group = nn.Sequential(nn.Linear(2 * hidden + edge_dim, hidden), nn.ReLU(),
-                                   nn.Linear(hidden, 1))  # fmt: skip
+        # Grouping head ReLU(W [h_src, h_dst, e] + b) -> logit, split into blocks as above.
+        self.group_src = nn.Linear(hidden, hidden, bias=False)
+        self.group_dst = nn.Linear(hidden, hidden, bias=False)
+        self.group_edge = nn.Linear(edge_dim, hidden)
+        self.group_out = nn.Linear(hidden, 1)
         self.drop = nn.Dropout(0.2)
 
     def forward(self, b: Batch) -> tuple[Tensor, Tensor]:
         e = b.edge_geom
         if self.code is not None:
             e = torch.cat([e, self.code(b.rope_code)], dim=1)  # (E, 5 + 16)
+        src, dst = b.edge_index
+        degree = torch.bincount(dst, minlength=b.num_nodes).clamp(min=1).unsqueeze(1)  # (N, 1)
         h = self.inp(b.x)
         for conv in self.convs:
-            h = self.drop(conv(h, b.edge_index, e))
-        src, dst = b.edge_index
-        return self.label(h), self.group(torch.cat([h[src], h[dst], e], dim=1)).squeeze(1)
+            h = self.drop(conv(h, b.edge_index, e, degree))
+        pair = (
+            self.group_src(h).index_select(0, src)
+            + self.group_dst(h).index_select(0, dst)
+            + self.group_edge(e)
+        )  # (E, hidden)
+        return self.label(h), self.group_out(torch.relu(pair)).squeeze(1)
 
 
 def _macro_f1(pred: Tensor, y: Tensor) -> float:
@@ -187,7 +211,7 @@ def main() -> None:
     default = os.environ.get("MULTIPOS_DATA", str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--data", default=default, help="folder with funsd/ and ec-funsd/")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=120)
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=GRAPHS)
     parser.add_argument("--pes", nargs="+", default=list(PES), choices=PES)
     parser.add_argument("--max-train", type=int, default=None, help="use fewer forms (quick)")
