@@ -21,7 +21,7 @@ a rotary scaling and ``pos_scheme`` a PEG.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -152,22 +152,37 @@ def _make_entry(size: str, alias: str) -> Callable[..., MultiposVisionTransforme
         kwargs.setdefault("pos_scheme", list(_ALIASES[alias]))
         return _create(name, pretrained, **{"patch_size": 16, **arch, **kwargs})
 
+    return _named(
+        entry,
+        name,
+        f"ViT-{size[0].upper()}/16 at 224 with pos_scheme={_ALIASES[alias]} by default; any "
+        "pos_scheme/pos_cfg can be passed.",
+    )
+
+
+def _named(entry: Callable[..., Any], name: str, doc: str) -> Callable[..., Any]:
+    """Give a model entry point the name timm registers it under, and its docstring."""
     entry.__name__ = name
     entry.__qualname__ = name
-    entry.__doc__ = (
-        f"ViT-{size[0].upper()}/16 at 224 with pos_scheme={_ALIASES[alias]} by default; any "
-        "pos_scheme/pos_cfg can be passed."
-    )
+    entry.__module__ = __name__
+    entry.__doc__ = doc
     return entry
 
 
-for _size in _SIZES:
-    for _alias in _ALIASES:
-        _fn = _make_entry(_size, _alias)
-        _fn.__module__ = __name__
-        globals()[_fn.__name__] = register_model(_fn)
+def _register_all(
+    make: Callable[[str, str], Callable[..., Any]], sizes: Iterable[str], aliases: Iterable[str]
+) -> list[str]:
+    """Register ``make(size, alias)`` with timm for every pair; return the model names."""
+    names = []
+    for size in sizes:
+        for alias in aliases:
+            fn = make(size, alias)
+            globals()[fn.__name__] = register_model(fn)
+            names.append(fn.__name__)
+    return names
 
-__all__ += [f"vit_{s}_patch16_{a}_224" for s in _SIZES for a in _ALIASES]
+
+__all__ += _register_all(_make_entry, _SIZES, _ALIASES)
 
 
 def _make_rope_vit_entry(size: str, alias: str) -> Callable[..., MultiposVisionTransformer]:
@@ -180,20 +195,13 @@ def _make_rope_vit_entry(size: str, alias: str) -> Callable[..., MultiposVisionT
         args = {"patch_size": 16, **_ROPE_VIT_SIZES[size], **_ROPE_VIT_ARGS, **extra, **kwargs}
         return _create(name, pretrained, _filter_rope_vit, **args)
 
-    entry.__name__ = name
-    entry.__qualname__ = name
-    entry.__doc__ = (
+    return _named(
+        entry,
+        name,
         f"RoPE-ViT-{size[0].upper()}/16 ({alias.removeprefix('ropevit_')}) with the official "
         "weights (naver-ai/rope-vit, via timm's Eva checkpoint) on pretrained=True; pos_scheme "
-        "and pos_cfg may add schemes (PEG) or a rotary scaling (YaRN, NTK)."
+        "and pos_cfg may add schemes (PEG) or a rotary scaling (YaRN, NTK).",
     )
-    return entry
 
 
-for _size in _ROPE_VIT_SIZES:
-    for _alias in _ROPE_VIT:
-        _fn = _make_rope_vit_entry(_size, _alias)
-        _fn.__module__ = __name__
-        globals()[_fn.__name__] = register_model(_fn)
-
-__all__ += [f"vit_{s}_patch16_multipos_{a}_224" for s in _ROPE_VIT_SIZES for a in _ROPE_VIT]
+__all__ += _register_all(_make_rope_vit_entry, _ROPE_VIT_SIZES, _ROPE_VIT)
