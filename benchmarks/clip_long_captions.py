@@ -293,42 +293,37 @@ def run_variant(
     )
     info, result = DistInfo(), {}
     quiet = {"progress": False, "info": info}
+
+    def stage(steps: int, lr: float, weight_decay: float) -> StageConfig:
+        # The toy's own schedule, the same for every variant: 10 % warm-up, no checkpoints.
+        return StageConfig(
+            steps=steps,
+            batch_size=args.batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup=steps // 10,
+            checkpoint_every=0,
+            seed=seed,
+        )
+
     if opts.distill_data is not None:
-        steps = args.distill_steps
         distill_text_tower(
             original,
             model,
             data["distill"],
             data["tok77"],
-            StageConfig(
-                steps=steps,
-                batch_size=args.batch_size,
-                lr=args.distill_lr,
-                weight_decay=opts.distill_weight_decay,
-                warmup=steps // 10,
-                checkpoint_every=0,
-                seed=seed,
-            ),
+            stage(args.distill_steps, args.distill_lr, opts.distill_weight_decay),
             loss=opts.distill_loss,
             **quiet,
         )
         result["stage1"] = scores(model, data["tests"], data["tok248"], 1)
     prepare_finetune(opts, model, original)
-    steps = args.finetune_steps
     finetune_long_captions(
         model,
         data["pairs"],
         None,
         None,
-        StageConfig(
-            steps=steps,
-            batch_size=args.batch_size,
-            lr=args.finetune_lr,
-            weight_decay=opts.finetune_weight_decay,
-            warmup=steps // 10,
-            checkpoint_every=0,
-            seed=seed,
-        ),
+        stage(args.finetune_steps, args.finetune_lr, opts.finetune_weight_decay),
         lock_image=opts.lock_image,
         train_token_embedding=opts.train_token_embedding,
         long_weight=opts.long_weight,
