@@ -21,6 +21,8 @@ from multipos.bias import (
 )
 from multipos.fourier import LearnableFourierFeatures
 from multipos.frequencies import FrequencyScaling, rotary_inv_freq, scaled_inv_freq
+from multipos.groups import GTARepresentation, gta_attention, se3_blocks, so2_angles, so2_blocks
+from multipos.gta import GeometricTransformAttention
 from multipos.irpe import IRPE, RelativePositionBias
 from multipos.positions import GridPositions, build_grid_positions, build_sequence_positions
 from multipos.registry import (
@@ -39,6 +41,8 @@ __all__ = [
     "IRPE",
     "ContextualBias",
     "FrequencyScaling",
+    "GTARepresentation",
+    "GeometricTransformAttention",
     "GridPositions",
     "Integration",
     "LearnableFourierFeatures",
@@ -55,6 +59,7 @@ __all__ = [
     "contextual_bias",
     "create_scheme",
     "get_scheme",
+    "gta_attention",
     "irpe_buckets",
     "irpe_num_buckets",
     "irpe_piecewise_index",
@@ -66,5 +71,8 @@ __all__ = [
     "rotate_pairs",
     "scaled_inv_freq",
     "scheme_defaults",
+    "se3_blocks",
+    "so2_angles",
+    "so2_blocks",
     "value_bias",
 ]

@@ -3,9 +3,11 @@ r"""One attention entry point that applies position schemes and dispatches to fu
 Schemes act on attention in a few ways, and :func:`attention` applies any combination:
 
 1. rotate q and k (RoPE family): fused SDPA is kept;
-2. add a bias to the logits, static or query/key-dependent (iRPE bias and contextual modes):
+2. transform q, k, v and the output by per-token group representations (GTA,
+   :mod:`multipos.groups`): fused SDPA is kept;
+3. add a bias to the logits, static or query/key-dependent (iRPE bias and contextual modes):
    passed to SDPA as ``attn_mask`` and composed with any user mask;
-3. add a term to the output from the attention probabilities (iRPE on values): the one case
+4. add a term to the output from the attention probabilities (iRPE on values): the one case
    that needs the probabilities, computed on the manual path.
 """
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multipos.bias import ContextualBias, ValueBias, contextual_bias, value_bias
+from multipos.groups import GTARepresentation
 from multipos.rotary import Layout, RotaryTables, apply_rotary
 
 __all__ = ["ContextualBias", "ValueBias", "attention"]
@@ -120,6 +123,27 @@ def _rotary_layout(
     return found
 
 
+def _check_gta(
+    gta: GTARepresentation | None,
+    gta_k: GTARepresentation | None,
+    transform_values: bool,
+    rotary: tuple[Tensor, Tensor] | None,
+) -> None:
+    for name, rep in (("gta", gta), ("gta_k", gta_k)):
+        if rep is not None and not isinstance(rep, GTARepresentation):
+            raise TypeError(f"{name} must be a GTARepresentation, got {type(rep).__name__}")
+    if gta is None:
+        if gta_k is not None:
+            raise ValueError("gta_k given without gta")
+        if not transform_values:
+            raise ValueError("transform_values=False given without gta")
+    elif rotary is not None:
+        raise ValueError(
+            "gta and rotary both transform q and k and do not compose; put the rotary part in "
+            "the representation as SO(2) blocks (multipos.groups.so2_blocks)"
+        )
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -135,16 +159,25 @@ def attention(
     is_causal: bool = False,
     scale: float | None = None,
     dropout_p: float = 0.0,
+    gta: GTARepresentation | None = None,
+    gta_k: GTARepresentation | None = None,
+    transform_values: bool = True,
 ) -> Tensor:
     r"""Scaled dot-product attention with position schemes applied.
 
     .. math::
-        \text{out}_i = \sum_j a_{ij} \Big(v_j + \sum_{\text{values}} r_{ij}\Big),\quad
-        a_{ij} = \operatorname{softmax}_j\big(s\, (R_i q_i)^\top (R_j k_j) + \text{bias}_{ij}
-        + \text{contextual}_{ij} + \text{mask}_{ij}\big)
+        \text{out}_i = \sum_j a_{ij} \Big(\rho_i^{-1}\rho_j v_j + \sum_{\text{values}}
+        r_{ij}\Big),\quad
+        a_{ij} = \operatorname{softmax}_j\big(s\, (R_i q_i)^\top \rho_i^{-1}\rho_j (R_j k_j)
+        + \text{bias}_{ij} + \text{contextual}_{ij} + \text{mask}_{ij}\big)
 
-    where :math:`R` are the rotary rotations and :math:`s` is ``scale`` (default
-    :math:`D^{-1/2}`). Without value terms this calls
+    where :math:`R` are the rotary rotations, :math:`\rho` the GTA representations (Miyato et
+    al., 2024, arXiv:2310.10375, Eq. (5); identity without ``gta``, and on values without
+    ``transform_values``) and :math:`s` is ``scale`` (default :math:`D^{-1/2}`). GTA transforms
+    q by :math:`\rho_i^{-\top}`, k and v by :math:`\rho_j` and the output by
+    :math:`\rho_i^{-1}`, so fused SDPA is kept; contextual terms see the untransformed q and k
+    (a relative term such as iRPE's stays relative), and value terms are added after the
+    output transform. Without value terms this calls
     :func:`torch.nn.functional.scaled_dot_product_attention` (flash/efficient kernels when no
     additive term is present); value terms need the probabilities and use the manual path, as
     does training on CPU with a learnable additive term and no user mask (same result, less
@@ -169,6 +202,12 @@ def attention(
         is_causal: Causal mask (top-left aligned, like SDPA); composed with the rest.
         scale: Logit scale; default ``1 / sqrt(D)``.
         dropout_p: Dropout on the attention probabilities.
+        gta: :class:`~multipos.groups.GTARepresentation` of the query tokens ``(L, D)``; also
+            of the keys unless ``gta_k`` is given. Not combined with ``rotary`` (put SO(2)
+            blocks in the representation instead).
+        gta_k: Representation of the key/value tokens ``(S, D)``.
+        transform_values: With ``gta``: also transform values and outputs (GTA); ``False``
+            transforms only q and k (RoPE when all blocks are SO(2)).
 
     Returns:
         ``(B, H, L, Dv)`` in the dtype of ``q``. A row that ``mask`` blocks entirely gives
@@ -179,7 +218,10 @@ def attention(
             ``bias`` or ``mask`` does not broadcast to ``(B, H, L, S)``, a contextual or value
             table has another head count, a ``ContextualBias`` has an unknown ``on``, the
             rotary layout is missing, or ``layout``, ``rotary`` and ``rotary_k`` name
-            different layouts.
+            different layouts; if ``gta`` is combined with ``rotary``, ``gta_k`` or
+            ``transform_values=False`` are given without ``gta``, or q, k, v do not fit the
+            representations.
+        TypeError: If ``gta`` or ``gta_k`` is not a ``GTARepresentation``.
     """
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
@@ -204,6 +246,7 @@ def attention(
         _check_table_heads("ContextualBias", ctx.table, heads)
     for val in values:
         _check_table_heads("ValueBias", val.table, heads)
+    _check_gta(gta, gta_k, transform_values, rotary)
     if rotary is not None:
         pairing = _rotary_layout(rotary, rotary_k, layout)
         q = apply_rotary(q, *rotary, layout=pairing)
@@ -234,6 +277,14 @@ def attention(
         total = _add(total, _mask_to_bias(allowed, q.dtype))
         is_causal = False
 
+    if gta is not None:
+        keys = gta if gta_k is None else gta_k
+        q = gta._act(q, "inverse_transpose", "q")
+        k = keys._act(k, "rho", "k")
+        if transform_values:
+            v = keys._act(v, "rho", "v")
+    back = gta if gta is not None and transform_values else None
+
     # A learnable additive term (iRPE bias/contextual tables) keeps SDPA off its fused CPU
     # kernel: it runs the same matmul-softmax-matmul plus a fully-masked-row check, measured
     # 5-9% slower forward+backward than the plain path below (ViT-S layer, 1 and 2 threads).
@@ -246,13 +297,14 @@ def attention(
         and torch.is_grad_enabled()
     )
     if not values and not plain_cpu_backward:
-        return F.scaled_dot_product_attention(
+        out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=total, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
+        return out if back is None else back._act(out, "inverse", "output")
 
     if not values and dropout_p == 0.0 and total is not None and total.dtype == q.dtype:
-        out: Tensor = _BiasedAttention.apply(q, k, v, total, scale)
-        return out
+        out = _BiasedAttention.apply(q, k, v, total, scale)
+        return out if back is None else back._act(out, "inverse", "output")
 
     logits = torch.matmul(q * scale, k.transpose(-1, -2))
     if total is not None:
@@ -264,6 +316,8 @@ def attention(
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     out = torch.matmul(probs, v)
+    if back is not None:
+        out = back._act(out, "inverse", "output")
     for vterm in values:
         out = out + value_bias(probs, vterm.table, vterm.buckets).to(out.dtype)
     return out

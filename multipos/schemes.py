@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from multipos.fourier import LearnableFourierFeatures
 from multipos.frequencies import FrequencyScaling
+from multipos.gta import GeometricTransformAttention
 from multipos.irpe import IRPE
 from multipos.positions import build_grid_positions
 from multipos.registry import register_scheme
@@ -216,4 +217,23 @@ register_scheme(
     summary="image relative position encoding: piecewise buckets, bias/contextual on q, k, v",
     tiny={"num_heads": 2, "head_dim": 8, "on": "qkv"},
     sample_inputs=_irpe_inputs,
+)
+
+
+def _gta_inputs(module: nn.Module, generator: torch.Generator) -> tuple[Tensor, ...]:
+    assert isinstance(module, GeometricTransformAttention)
+    length = 7
+    q, k, v = torch.randn(3, 2, 2, length, module.head_dim, generator=generator)
+    return q, k, v, torch.rand(module.num_axes, length, generator=generator) * 6.0
+
+
+register_scheme(
+    "gta",
+    GeometricTransformAttention,
+    paper="GTA: A Geometry-Aware Attention Mechanism for Multi-View Transformers (Miyato et al., "
+    "2024, arXiv:2310.10375)",
+    summary="geometric transform attention: SO(2) representations of grid coordinates act on "
+    "q, k, v and the output (2-D RoPE when values are not transformed)",
+    tiny={"head_dim": 8},
+    sample_inputs=_gta_inputs,
 )
