@@ -12,11 +12,13 @@ from multipos.vision import timm_models as _timm_models  # noqa: F401  (register
 from multipos.vision.config import VisionSchemes, vit_scheme_names
 from multipos.vision.irpe_checkpoints import convert_irpe_checkpoint
 from multipos.vision.layers import MultiposAttention, MultiposBlock, VisionPositionContext
+from multipos.vision.multiview import GTALayout, MultiViewEncoder
 from multipos.vision.peg import PositionalEncodingGenerator
 from multipos.vision.retrofit import apply_scheme
 from multipos.vision.rope_mixed import MixedRotaryEmbedding
 from multipos.vision.rope_vit_checkpoints import convert_rope_vit_checkpoint
 from multipos.vision.schemes import (
+    GTAConfig,
     IRPEConfig,
     LFFConfig,
     PEGConfig,
@@ -27,9 +29,12 @@ from multipos.vision.schemes import (
 from multipos.vision.vit import MultiposVisionMixin, MultiposVisionTransformer
 
 __all__ = [
+    "GTAConfig",
+    "GTALayout",
     "IRPEConfig",
     "LFFConfig",
     "MixedRotaryEmbedding",
+    "MultiViewEncoder",
     "MultiposAttention",
     "MultiposBlock",
     "MultiposVisionMixin",

@@ -14,6 +14,7 @@ from typing import Any
 
 from multipos.registry import get_scheme, list_schemes
 from multipos.vision.schemes import (
+    GTAConfig,
     IRPEConfig,
     LFFConfig,
     PEGConfig,
@@ -24,6 +25,7 @@ from multipos.vision.schemes import (
 
 __all__ = [
     "TIMM_OWN",
+    "GTAConfig",
     "IRPEConfig",
     "LFFConfig",
     "PEGConfig",

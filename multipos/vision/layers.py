@@ -12,6 +12,7 @@ from torch import Tensor
 
 from multipos.attention import attention
 from multipos.bias import ContextualBias, ValueBias
+from multipos.groups import GTARepresentation
 from multipos.irpe import IRPE
 from multipos.positions import GridPositions
 from multipos.rotary import RotaryTables
@@ -45,16 +46,21 @@ class VisionPositionContext:
         rope: Axial RoPE tables ``(cos, sin)``, each ``(P + N, D)``, with their layout, shared
             by all blocks; or None.
         irpe_buckets: ``(T, P + N, P + N)`` iRPE bucket ids shared by all blocks; or None.
+        gta: GTA representation of the tokens (SO(2) blocks of ``positions``, prefix tokens
+            identity), shared by all blocks; or None.
+        gta_values: Whether GTA also transforms values and outputs (``False``: 2-D RoPE).
     """
 
     grid: GridPositions
     positions: Tensor
     rope: RotaryTables | None = None
     irpe_buckets: Tensor | None = None
+    gta: GTARepresentation | None = None
+    gta_values: bool = True
 
 
 class MultiposAttention(Attention):
-    """timm ``Attention`` that applies RoPE (axial or mixed) and iRPE through
+    """timm ``Attention`` that applies RoPE (axial or mixed), GTA and iRPE through
     :func:`multipos.attention`; parameter names are timm's, so timm weights load as they are.
 
     Installed by :meth:`MultiposBlock.install` on an existing ``Attention`` (class swap plus
@@ -96,6 +102,7 @@ class MultiposAttention(Attention):
                 bias, contextual, values = self.irpe.attention_terms(pos.irpe_buckets)
         if rotary is None and pos is not None:
             rotary = pos.rope
+        gta = pos.gta if pos is not None else None
         out = attention(
             q,
             k,
@@ -111,6 +118,8 @@ class MultiposAttention(Attention):
             is_causal=is_causal,
             scale=self.scale,
             dropout_p=self.attn_drop.p if self.training else 0.0,
+            gta=gta,
+            transform_values=pos.gta_values if gta is not None and pos is not None else True,
         )
         # (B, H, N, D) -> (B, N, H * D)
         out = out.transpose(1, 2).reshape(bsz, length, self.attn_dim)

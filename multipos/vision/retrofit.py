@@ -60,13 +60,13 @@ def apply_scheme(
     Works on a model with loaded weights: every existing parameter keeps its name and value.
     New parameters of iRPE (tables), PEG (convolution) and LFF (last MLP layer) start at zero
     unless ``init`` is given, so the retrofitted model's outputs equal the original's until it
-    is trained. RoPE changes the outputs from the start (it rotates q and k).
+    is trained. RoPE and GTA change the outputs from the start (they transform q and k).
 
     Args:
         model: A timm ``VisionTransformer`` (or subclass) built with timm's ``Block`` and
             ``Attention``.
         scheme: A registry name declared for timm (``"irpe"``, ``"peg"``, ``"lff"``,
-            ``"rope_axial_2d"``, ``"rope_mixed"``) or a list of them.
+            ``"rope_axial_2d"``, ``"rope_mixed"``, ``"gta"``) or a list of them.
         ape: Keep (default) or drop the model's learned absolute position table.
         generator: Random generator for initialising RoPE-Mixed frequencies.
         **cfg: Options per scheme, e.g. ``irpe={"on": "qkv"}, peg={"blocks": [0]}``.

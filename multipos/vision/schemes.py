@@ -26,6 +26,7 @@ from multipos.vision import rope_mixed as _rope_mixed  # noqa: F401  (registers 
 from multipos.vision.peg import PEG_INITS, PEGInit
 
 __all__ = [
+    "GTAConfig",
     "IRPEConfig",
     "LFFConfig",
     "PEGConfig",
@@ -43,6 +44,7 @@ _PEG = scheme_defaults("peg")
 _LFF = scheme_defaults("lff")
 _ROPE_AXIAL = scheme_defaults("rope_axial_2d")
 _ROPE_MIXED = scheme_defaults("rope_mixed")
+_GTA = scheme_defaults("gta")
 
 
 @dataclass(frozen=True)
@@ -126,13 +128,28 @@ class RopeMixedConfig:
 
 
 @dataclass(frozen=True)
+class GTAConfig:
+    """2-D GTA options (Miyato et al., 2024, ``gta``): frequency base of the SO(2) blocks
+    (frequencies and layout as ``rope_axial_2d``) and whether values and outputs are
+    transformed (``False`` is 2-D RoPE); defaults are the registered scheme's."""
+
+    base: float = _GTA["base"]
+    transform_values: bool = _GTA["transform_values"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.transform_values, bool):
+            raise TypeError(f"gta transform_values must be a bool, got {self.transform_values!r}")
+
+
+@dataclass(frozen=True)
 class ViTScheme:
     """What a timm ViT needs to know about a registered scheme.
 
     Attributes:
         options: Dataclass of the scheme's ``pos_cfg`` entry.
         relative: Needs every token's grid position inside the model (so no patch dropout).
-        rotary: Rotates q and k; a model uses at most one rotary scheme.
+        rotary: Rotates (or otherwise transforms) q and k; a model uses at most one such
+            scheme.
         with_ape: The paper's models keep the learned absolute table, so the scheme's timm
             model defaults to ``pos_scheme=["ape", name]``.
     """
@@ -158,3 +175,4 @@ _declare("peg", ViTScheme(PEGConfig, relative=True))
 _declare("lff", ViTScheme(LFFConfig, relative=False))
 _declare("rope_axial_2d", ViTScheme(RopeAxialConfig, relative=True, rotary=True))
 _declare("rope_mixed", ViTScheme(RopeMixedConfig, relative=True, rotary=True))
+_declare("gta", ViTScheme(GTAConfig, relative=True, rotary=True))

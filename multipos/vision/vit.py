@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from multipos.bias import irpe_buckets
 from multipos.fourier import LearnableFourierFeatures
+from multipos.gta import GeometricTransformAttention
 from multipos.positions import build_grid_positions
 from multipos.registry import create_scheme
 from multipos.rotary import RotaryEmbedding
@@ -40,6 +41,7 @@ class _NewModules:
     schemes: VisionSchemes
     lff: LearnableFourierFeatures | None
     rope: RotaryEmbedding | None
+    gta: GeometricTransformAttention | None
     blocks: list[BlockModules]
 
 
@@ -50,6 +52,7 @@ class MultiposVisionMixin:
     pos_schemes: VisionSchemes
     lff: LearnableFourierFeatures | None
     rope: RotaryEmbedding | None
+    gta: GeometricTransformAttention | None
 
     # Provided by timm's VisionTransformer.
     patch_embed: Any
@@ -106,15 +109,26 @@ class MultiposVisionMixin:
             )
             assert isinstance(module, RotaryEmbedding)
             rope = module.to(ref.device)
+        gta = None
+        if (c := schemes.get("gta")) is not None:
+            # SO(2) blocks with rope_axial_2d's frequencies and layout over the whole head.
+            made = create_scheme(
+                "gta",
+                head_dim=self.blocks[0].attn.head_dim,
+                base=c.base,
+                transform_values=c.transform_values,
+            )
+            assert isinstance(made, GeometricTransformAttention)
+            gta = made
         blocks = [
             build_block_modules(block, schemes, i, self.num_prefix_tokens, generator)
             for i, block in enumerate(self.blocks)
         ]
-        return _NewModules(schemes, lff, rope, blocks)
+        return _NewModules(schemes, lff, rope, gta, blocks)
 
     def _install_schemes(self, new: _NewModules) -> None:
         self.pos_schemes = new.schemes
-        self.lff, self.rope = new.lff, new.rope
+        self.lff, self.rope, self.gta = new.lff, new.rope, new.gta
         for block, modules in zip(self.blocks, new.blocks, strict=True):
             MultiposBlock.install(block, modules)
 
@@ -138,7 +152,8 @@ class MultiposVisionMixin:
     def position_context(
         self, grid: tuple[int, int], device: torch.device
     ) -> VisionPositionContext:
-        """Grid positions, rotary tables and iRPE buckets of an ``(H, W)`` patch grid."""
+        """Grid positions, rotary tables, GTA representation and iRPE buckets of an
+        ``(H, W)`` patch grid."""
         positions = build_grid_positions(
             grid, num_prefix_tokens=self.num_prefix_tokens, device=device
         )
@@ -146,6 +161,10 @@ class MultiposVisionMixin:
         # as in the official RoPE-ViT code and timm's Eva, so their weights transfer as they are.
         full = positions.with_prefix().flip(0)
         rope = self.rope(full) if self.rope is not None else None
+        # Prefix tokens sit at 0: their SO(2) blocks are the identity.
+        gta = getattr(self, "gta", None)
+        rep = gta.representation(full) if gta is not None else None
+        gta_values = gta.transform_values if gta is not None else True
         buckets = None
         if (c := self.pos_schemes.get("irpe")) is not None:
             buckets = irpe_buckets(
@@ -154,7 +173,7 @@ class MultiposVisionMixin:
                 ratio=c.ratio,
                 num_prefix_tokens=self.num_prefix_tokens,
             )
-        return VisionPositionContext(positions, full, rope, buckets)
+        return VisionPositionContext(positions, full, rope, buckets, rep, gta_values)
 
     def _lff_term(self, pos: VisionPositionContext, x: Tensor) -> Tensor:
         assert self.lff is not None
@@ -265,7 +284,7 @@ class MultiposVisionTransformer(MultiposVisionMixin, VisionTransformer):
 
     Args:
         pos_scheme: A registry name declared for timm (``"irpe"``, ``"peg"``, ``"lff"``,
-            ``"rope_axial_2d"``, ``"rope_mixed"``; all of them:
+            ``"rope_axial_2d"``, ``"rope_mixed"``, ``"gta"``; all of them:
             :func:`multipos.vision.vit_scheme_names`), ``"ape"`` (timm's learned absolute
             table), ``"none"``, or a list combining them (e.g. ``["ape", "irpe"]`` as in the
             iRPE paper, ``["peg"]`` as CPVT).

@@ -50,7 +50,9 @@ def test_irpe_variants_trace(cfg) -> None:
         torch.testing.assert_close(graph(x), model(x))
 
 
-@pytest.mark.parametrize("scheme", [["ape", "irpe"], "peg", "rope_mixed", ["lff", "rope_axial_2d"]])
+@pytest.mark.parametrize(
+    "scheme", [["ape", "irpe"], "peg", "rope_mixed", ["lff", "rope_axial_2d"], ["gta", "peg"]]
+)
 def test_timm_fx_feature_extraction(scheme) -> None:
     model = timm.create_model("vit_tiny_patch16_multipos_224", pos_scheme=scheme, **SMALL).eval()
     extractor = create_feature_extractor(model, return_nodes={"blocks.1": "out", "norm": "final"})

@@ -34,6 +34,8 @@ SCHEMES = [
     "rope_mixed",
     ["ape", "irpe", "peg"],
     ["lff", "rope_axial_2d"],
+    "gta",
+    ["ape", "gta", "peg"],
 ]
 IDS = ["+".join([s] if isinstance(s, str) else s) for s in SCHEMES]
 
@@ -215,6 +217,7 @@ def test_retrofit_errors() -> None:
     [
         ({"pos_scheme": "sincos"}, ValueError, "valid schemes"),
         ({"pos_scheme": ["rope_axial_2d", "rope_mixed"]}, ValueError, "choose one"),
+        ({"pos_scheme": ["gta", "rope_axial_2d"]}, ValueError, "choose one"),
         ({"pos_scheme": ["none", "peg"]}, ValueError, "cannot be combined"),
         ({"pos_scheme": "peg", "pos_cfg": {"irpe": {}}}, ValueError, "does not use"),
         ({"pos_scheme": "irpe", "pos_cfg": {"irpe": {"buckets": 5}}}, TypeError, "valid options"),
@@ -315,7 +318,7 @@ def test_lff_coordinates() -> None:
 
 def test_pos_scheme_names_are_the_registry_names() -> None:
     declared = multipos.list_schemes(integration="timm")
-    assert set(declared) == {"irpe", "peg", "lff", "rope_axial_2d", "rope_mixed"}
+    assert set(declared) == {"irpe", "peg", "lff", "rope_axial_2d", "rope_mixed", "gta"}
     assert mv.vit_scheme_names() == ("ape", "none", *declared)
     for name in declared:
         assert multipos.get_scheme(name).factory is not None  # a registered scheme

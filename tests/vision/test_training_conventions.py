@@ -82,10 +82,11 @@ def _round_trip(model):
     return torch.load(buffer, weights_only=False)
 
 
+@pytest.mark.parametrize("rotary", ["rope_axial_2d", "gta"])
 @pytest.mark.parametrize("base", [VisionTransformer, _TaggedViT], ids=["timm_vit", "subclass"])
-def test_retrofitted_models_save_load_and_have_the_multipos_type(base) -> None:
+def test_retrofitted_models_save_load_and_have_the_multipos_type(base, rotary) -> None:
     model = base(**TINY, num_classes=4).eval()
-    mv.apply_scheme(model, ["irpe", "peg", "rope_axial_2d"])
+    mv.apply_scheme(model, ["irpe", "peg", rotary])
     assert isinstance(model, mv.MultiposVisionMixin) and isinstance(model, base)
     if base is VisionTransformer:
         assert type(model) is mv.MultiposVisionTransformer
