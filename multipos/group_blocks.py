@@ -40,9 +40,10 @@ def _wide(dtype: torch.dtype) -> torch.dtype:
 
 
 def _tolerance(dtype: torch.dtype) -> float:
-    # sqrt(eps): loose enough for rounding of composed transforms, tight enough for any scale,
-    # shear or reflection a caller could mistake for a rotation.
-    return math.sqrt(torch.finfo(dtype).eps)
+    # sqrt(eps), at least float32's (3.5e-4): loose enough for rounding of composed transforms
+    # and for float32-built blocks cast to float64, tight enough for any scale, shear or
+    # reflection a caller could mistake for a rotation.
+    return math.sqrt(max(torch.finfo(dtype).eps, torch.finfo(torch.float32).eps))
 
 
 def so2_angles(coords: Tensor, num_freqs: int, *, base: float = 100.0) -> Tensor:
@@ -151,7 +152,7 @@ def se3_blocks(
         TypeError: If ``extrinsics`` is not a floating-point tensor.
         ValueError: If the shape is not ``(..., 4, 4)``, values are NaN/inf, the last row is not
             ``[0, 0, 0, 1]``, the rotation part is not orthonormal with det +1 (within
-            ``sqrt(eps)`` of its dtype), or ``convention`` is unknown.
+            ``sqrt(eps)`` of its dtype, at least 3.5e-4), or ``convention`` is unknown.
     """
     if not isinstance(extrinsics, Tensor) or not extrinsics.is_floating_point():
         raise TypeError(
