@@ -153,56 +153,60 @@ def mrope_positions(
     batch, length = input_ids.shape
     out = torch.zeros(3, batch, length, dtype=torch.float64)
     rope_deltas = []
-    kinds_all, valid_all, starts_all = types.tolist(), valid.tolist(), starts.tolist()
+    # Runs of tokens of one modality, all real or all padding, inside one sample.
+    key = types * 2 + valid.long()
+    breaks = torch.ones_like(valid)
+    breaks[:, 1:] = (key[:, 1:] != key[:, :-1]) | starts[:, 1:]
     drawn = 0
     for b in range(batch):
-        kinds, real, first = kinds_all[b], valid_all[b], starts_all[b]
-        r, tokens_in_sample, i = -1, 0, 0
-        while i < length:
-            if not real[i]:
-                i += 1
+        bounds = breaks[b].nonzero().flatten().tolist()
+        kinds = types[b, bounds].tolist()
+        real = valid[b, bounds].tolist()
+        first = starts[b, bounds].tolist()
+        r, tokens_in_sample = -1, 0
+        for run, (s, e) in enumerate(zip(bounds, [*bounds[1:], length], strict=True)):
+            if not real[run]:
                 continue
-            if first[i]:
+            if first[run]:
                 r, tokens_in_sample = -1, 0
-            kind = kinds[i]
+            kind = kinds[run]
+            tokens_in_sample += e - s
             if kind == TEXT:
-                out[:, b, i] = r + 1
-                r, tokens_in_sample, i = r + 1, tokens_in_sample + 1, i + 1
+                out[:, b, s:e] = r + torch.arange(1, e - s + 1, dtype=torch.float64)
+                r += e - s
                 continue
             if kind not in grids:
                 raise ValueError(f"mm_token_type_ids must be 0, 1 or 2, got {kind} in row {b}")
-            if used[kind] >= len(grids[kind]):
-                raise ValueError(
-                    f"row {b} has more {names[kind]}s than the {len(grids[kind])} rows of "
-                    f"{names[kind]}_grid_thw"
-                )
-            t, h, w = grids[kind][used[kind]]
-            used[kind] += 1
-            count = t * h * w
-            span = range(i, min(length, i + count))
-            if len(span) < count or any(
-                not real[j] or kinds[j] != kind or (first[j] and j != i) for j in span
-            ):
-                raise ValueError(
-                    f"{names[kind]} grid {(t, h * spatial_merge_size, w * spatial_merge_size)} "
-                    f"needs {count} consecutive {names[kind]} tokens of one sample at row {b}, "
-                    f"token {i}"
-                )
-            d = deltas[drawn]
-            drawn += 1
-            # (3, T, H', W') grid indices, flattened frame by frame, row by row.
-            grid = torch.stack(
-                torch.meshgrid(
-                    torch.arange(t, dtype=torch.float64),
-                    torch.arange(h, dtype=torch.float64),
-                    torch.arange(w, dtype=torch.float64),
-                    indexing="ij",
-                )
-            ).reshape(3, count)
-            out[:, b, i : i + count] = r + d * (grid + 1)
-            r += image_slots(max(t, h, w), d)
-            tokens_in_sample += count
-            i += count
+            i = s
+            while i < e:
+                if used[kind] >= len(grids[kind]):
+                    raise ValueError(
+                        f"row {b} has more {names[kind]}s than the {len(grids[kind])} rows of "
+                        f"{names[kind]}_grid_thw"
+                    )
+                t, h, w = grids[kind][used[kind]]
+                used[kind] += 1
+                count = t * h * w
+                if i + count > e:
+                    raise ValueError(
+                        f"{names[kind]} grid {(t, h * spatial_merge_size, w * spatial_merge_size)}"
+                        f" needs {count} consecutive {names[kind]} tokens of one sample at row "
+                        f"{b}, token {i}; found {e - i}"
+                    )
+                d = deltas[drawn]
+                drawn += 1
+                # (3, T, H', W') grid indices, flattened frame by frame, row by row.
+                grid = torch.stack(
+                    torch.meshgrid(
+                        torch.arange(t, dtype=torch.float64),
+                        torch.arange(h, dtype=torch.float64),
+                        torch.arange(w, dtype=torch.float64),
+                        indexing="ij",
+                    )
+                ).reshape(3, count)
+                out[:, b, i : i + count] = r + d * (grid + 1)
+                r += image_slots(max(t, h, w), d)
+                i += count
         rope_deltas.append(r + 1 - tokens_in_sample)
     for kind, items in grids.items():
         if used[kind] != len(items):
