@@ -60,18 +60,32 @@ _Mode = Literal["rho", "inverse", "transpose", "inverse_transpose"]
 @dataclass(frozen=True)
 class _Rotations:
     """SO(2) blocks on channels ``[start, start + 2 * count)``: interleaved cos/sin tables
-    ``(B | 1, 1, L, 2 * count)`` in float32 or wider, as RoPE's."""
+    ``(B | 1, 1, L, 2 * count)`` in float32 or wider, as RoPE's, and the same rotations as
+    complex numbers ``(B | 1, 1, L, count)`` and their conjugates (None while compiling)."""
 
     start: int
     count: int
     cos: Tensor
     sin: Tensor
+    turn: Tensor | None = None
+    turn_inverse: Tensor | None = None
+
+    @classmethod
+    def build(cls, start: int, cos: Tensor, sin: Tensor) -> _Rotations:
+        """From per-block ``cos``/``sin`` ``(B | 1, L, n)``."""
+        turn = turn_inverse = None
+        if _checking():
+            # The complex form RoPE uses in eager mode (apply_rotary), built once here.
+            turn = torch.complex(cos, sin).unsqueeze(1)
+            turn_inverse = torch.complex(cos, -sin).unsqueeze(1)
+        return cls(start, cos.shape[-1], _interleave(cos), _interleave(sin), turn, turn_inverse)
 
 
 @dataclass(frozen=True)
 class _Matrices:
     """``count`` blocks of size ``size`` on channels ``[start, start + count * size)``:
-    matrices and their inverses ``(B | 1, L, count, size, size)``."""
+    matrices and their inverses ``(B | 1, L, count | 1, size, size)`` (1: one block per token,
+    repeated ``count`` times)."""
 
     start: int
     count: int
@@ -134,9 +148,7 @@ class GTARepresentation:
             )
         _check_head_dim(head_dim, 2 * angles.shape[-1])
         theta = angles.to(_wide(angles.dtype))
-        section = _Rotations(
-            0, angles.shape[-1], _interleave(theta.cos()), _interleave(theta.sin())
-        )
+        section = _Rotations.build(0, theta.cos(), theta.sin())
         return cls(head_dim, angles.shape[1], angles.shape[0], (section,))
 
     @classmethod
@@ -198,6 +210,10 @@ class GTARepresentation:
                 raise ValueError(f"kinds[{i}] must be one of {BLOCK_KINDS}, got {kind!r}")
             if (kind == "rotation" and size != 2) or (kind == "rigid" and size != 4):
                 raise ValueError(f"kinds[{i}]={kind!r} does not fit blocks of size {size}")
+            if kind != "rotation" and block.shape[2] > 1 and block.stride(2) == 0:
+                # Blocks expanded along n (one transform per token, as an SE(3) camera pose
+                # repeated over its channels): kept once, applied as one matmul per token.
+                block = block[:, :, :1]
             mats = block.to(_wide(block.dtype))
             if _checking():
                 if not bool(torch.isfinite(mats).all()):
@@ -205,14 +221,11 @@ class GTARepresentation:
                 check_block_kind(mats, kind, i)
             if kind == "rotation":
                 cos, sin = mats[..., 0, 0], mats[..., 1, 0]
-                sections.append(
-                    _Rotations(start, block.shape[2], _interleave(cos), _interleave(sin))
-                )
+                sections.append(_Rotations.build(start, cos, sin))
             else:
-                sections.append(
-                    _Matrices(start, block.shape[2], size, mats, invert_blocks(mats, kind, i))
-                )
-            start += block.shape[2] * size
+                count = blocks[i].shape[2]
+                sections.append(_Matrices(start, count, size, mats, invert_blocks(mats, kind, i)))
+            start += blocks[i].shape[2] * size
         return cls(head_dim, length, batch, tuple(sections))
 
     def _check(self, x: Tensor, name: str) -> None:
@@ -278,21 +291,48 @@ def _check_head_dim(head_dim: int, covered: int) -> None:
         )
 
 
+def _pairs_ok(x: Tensor, table: Tensor) -> bool:
+    # Complex views need float32/float64 matching the table, and aligned pairs in memory.
+    return bool(
+        x.dtype == table.dtype
+        and x.dtype in (torch.float32, torch.float64)
+        and x.stride(-1) == 1
+        and x.storage_offset() % 2 == 0
+        and all(stride % 2 == 0 for stride in x.stride()[:-1])
+    )
+
+
 def _apply_section(x: Tensor, s: _Rotations | _Matrices, mode: _Mode) -> Tensor:
     if isinstance(s, _Rotations):
-        part = x[..., s.start : s.start + 2 * s.count]
+        part = x if s.count * 2 == x.shape[-1] else x[..., s.start : s.start + 2 * s.count]
         # Rotations are orthogonal: rho^{-T} = rho and rho^{-1} = rho^T = R(-theta).
-        sin = s.sin if mode in ("rho", "inverse_transpose") else -s.sin
+        forward = mode in ("rho", "inverse_transpose")
+        turn = s.turn if forward else s.turn_inverse
+        if turn is not None and _pairs_ok(part, s.cos) and not torch.compiler.is_compiling():
+            # As apply_rotary's complex path (same products, so 2-D RoPE is matched bit for
+            # bit), with the complex table built once instead of per call.
+            pairs = torch.view_as_complex(part.view(*part.shape[:-1], s.count, 2))
+            return torch.view_as_real(pairs * turn).flatten(-2)
+        sin = s.sin if forward else -s.sin
         return apply_rotary(part, s.cos, sin, layout="interleaved")
+    bsz, heads, length, _ = x.shape
     width = s.count * s.size
     wide = torch.promote_types(x.dtype, s.matrix.dtype)
     # (B, H, L, n * d) -> (B, H, L, n, d)
     part = x[..., s.start : s.start + width].to(wide)
-    part = part.reshape(*part.shape[:-1], s.count, s.size)
+    part = part.reshape(bsz, heads, length, s.count, s.size)
     mats = s.matrix if mode in ("rho", "transpose") else s.inverse
-    mats = mats.expand(x.shape[0], *mats.shape[1:])
-    spec = "blnij,bhlnj->bhlni" if mode in ("rho", "inverse") else "blnji,bhlnj->bhlni"
-    return torch.einsum(spec, mats, part).flatten(-2).to(x.dtype)
+    if mode in ("transpose", "inverse_transpose"):
+        mats = mats.transpose(-1, -2)
+    if mats.shape[2] == 1:
+        # One block per token: the heads and the n copies are the columns of one matmul.
+        # (B, H, L, n, d) -> (B, L, d, H * n) -> (B, L, d, H * n) -> (B, H, L, n * d)
+        cols = part.permute(0, 2, 4, 1, 3).reshape(bsz, length, s.size, heads * s.count)
+        out = (mats[:, :, 0] @ cols).view(bsz, length, s.size, heads, s.count)
+        return out.permute(0, 3, 1, 4, 2).reshape(bsz, heads, length, width).to(x.dtype)
+    # (B | 1, 1, L, n, d, d) @ (B, H, L, n, d, 1) -> (B, H, L, n * d)
+    out = (mats.unsqueeze(1) @ part.unsqueeze(-1)).squeeze(-1)
+    return out.reshape(bsz, heads, length, width).to(x.dtype)
 
 
 def gta_attention(

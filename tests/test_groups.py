@@ -187,6 +187,15 @@ def test_only_the_relative_transform_enters_against_a_dense_reference() -> None:
         torch.testing.assert_close(act(x), torch.einsum("blij,bhlj->bhli", mat, x))
     # SE(3) is not orthogonal: rho^{-T} differs from rho there.
     assert not torch.allclose(rep.apply_inverse_transpose(x), rep.apply(x), atol=1e-3)
+    # Copied (not expanded) blocks take the per-block path; distinct general blocks too.
+    copied = GTARepresentation.from_blocks([blocks[0].contiguous(), blocks[1]], head_dim)
+    torch.testing.assert_close(copied.apply_inverse_transpose(x), rep.apply_inverse_transpose(x))
+    general = torch.randn(bsz, views * per_view, 2, 3, 3, generator=g, dtype=torch.float64)
+    mixed = GTARepresentation.from_blocks([general, blocks[1]], head_dim)
+    dense = _block_diag([general, blocks[1]], head_dim)
+    torch.testing.assert_close(mixed.dense(), dense)
+    expected = _dense_reference(q, k, v, dense)
+    torch.testing.assert_close(gta_attention(q, k, v, mixed), expected)
 
 
 def test_masks_bias_and_value_terms_compose_with_gta() -> None:
