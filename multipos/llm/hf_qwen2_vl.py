@@ -51,6 +51,9 @@ def apply_qwen2_vl_positions(
     3. ``generate()`` continues generated tokens one past the largest prompt position on
        every axis (rounded up after a trailing image) instead of ``last + 1`` per axis.
 
+    Qwen2.5-VL-style models (video frames spaced by ``tokens_per_second``) are accepted for
+    images; a video raises, as their time-scaled temporal ids are not reproduced.
+
     Packed rows: pass ``position_ids=mrope_positions(..., sequence_ids=...).position_ids``
     and ``attention_mask=packed_attention_mask(sequence_ids, dtype=...)`` to ``forward``.
 
@@ -85,6 +88,8 @@ def apply_qwen2_vl_positions(
     # Validate delta (and the generator) now rather than at the first forward.
     mrope_positions(torch.zeros(1, 1, dtype=torch.long), delta=delta, generator=generator)
     merge = int(config.vision_config.spatial_merge_size)
+    # Qwen2.5-VL spaces video frames by absolute time (tokens_per_second); not reproduced.
+    timed = getattr(config.vision_config, "tokens_per_second", None) is not None
     image_token_id = getattr(config, "image_token_id", None)
     video_token_id = getattr(config, "video_token_id", None)
 
@@ -96,6 +101,12 @@ def apply_qwen2_vl_positions(
         attention_mask: Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[Tensor, Tensor]:
+        if timed and video_grid_thw is not None:
+            raise ValueError(
+                "video_grid_thw given to a model whose video frames are spaced by absolute "
+                "time (vision_config.tokens_per_second, Qwen2.5-VL): its temporal ids are not "
+                "reproduced; use images only, or a Qwen2-VL model"
+            )
         mask = attention_mask if isinstance(attention_mask, Tensor) else None
         if mask is not None and mask.dim() != 2:
             mask = None

@@ -328,3 +328,8 @@ def test_qwen2_vl_bad_input_raises(qwen, llama):
         apply_qwen2_vl_positions(llama)
     with pytest.raises(ValueError, match="generator"):
         apply_qwen2_vl_positions(copy.deepcopy(qwen), delta=(0.5, 0.25))
+    timed = copy.deepcopy(qwen)
+    timed.config.vision_config.tokens_per_second = 2  # Qwen2.5-VL's absolute-time video ids
+    apply_qwen2_vl_positions(timed)
+    with torch.no_grad(), pytest.raises(ValueError, match="video_grid_thw"):
+        timed(**_qwen_batch())
