@@ -15,7 +15,7 @@ import torch
 import multipos
 from multipos import plot
 
-DOMAINS = ("vision", "graph", "documents")
+DOMAINS = ("vision", "graph", "documents", "llm")
 
 
 def _import_domains() -> dict[str, str | None]:
