@@ -164,7 +164,8 @@ def mrope_positions(
         real = valid[b, bounds].tolist()
         first = starts[b, bounds].tolist()
         r, tokens_in_sample = -1, 0
-        for run, (s, e) in enumerate(zip(bounds, [*bounds[1:], length], strict=True)):
+        ends = [*bounds[1:], length] if bounds else []
+        for run, (s, e) in enumerate(zip(bounds, ends, strict=True)):
             if not real[run]:
                 continue
             if first[run]:

@@ -175,3 +175,10 @@ def test_bad_input_raises(kwargs, error, match):
     args = {"image_token_id": IMG, "image_grid_thw": torch.tensor([[1, 4, 4]]), **kwargs}
     with pytest.raises(error, match=match):
         mrope_positions(ids, **args)
+
+
+def test_empty_and_all_padding_rows():
+    empty = mrope_positions(torch.zeros(2, 0, dtype=torch.long))
+    assert empty.position_ids.shape == (3, 2, 0)
+    padded = mrope_positions(torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.zeros(1, 3))
+    assert torch.equal(padded.position_ids, torch.zeros(3, 1, 3))
