@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from multipos.llm.hf_rotary import HFRotaryEmbedding
 from multipos.llm.hirope import hirope_sections, window_logits
 from multipos.rotary import apply_rotary
 
@@ -86,10 +87,10 @@ def _check_sections(sections: Sequence[int] | None, pairs: int, levels: int) -> 
     return out
 
 
-def _half_tables(angles: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+def _half_tables(angles: Tensor) -> tuple[Tensor, Tensor]:
     # (B, L, D/2) -> (B, L, D) in the "half" pairing of Hugging Face Llama
     full = torch.cat((angles, angles), dim=-1)
-    return full.cos() * scale, full.sin() * scale
+    return full.cos(), full.sin()
 
 
 def _register_window_attention() -> None:
@@ -156,6 +157,8 @@ def apply_hirope(
     ``sections[0]`` (highest-frequency) pairs follow the token level. No parameter is added
     and the weights are untouched. Works on ``transformers.LlamaForCausalLM`` and models with
     the same layout (``.model.rotary_emb``, ``.model.layers[i].self_attn``, "half" pairing).
+    The tables come from :class:`multipos.llm.HFRotaryEmbedding` built from the model's
+    rotary module with one section per level.
 
     Positions come in through ``position_ids`` of shape ``(levels, B, L)`` (from
     :func:`multipos.llm.hirope_positions`, stacked over the batch); the model's own masks and
@@ -177,7 +180,8 @@ def apply_hirope(
 
     Raises:
         TypeError: If the model is not Llama-shaped.
-        ValueError: On bad ``sections``/``levels``/``window``, or at forward time on positions
+        ValueError: On bad ``sections``/``levels``/``window``, a rotary type whose frequencies
+            depend on the length (``dynamic``, ``longrope``), or at forward time on positions
             whose shape is not ``(levels, B, L)``.
     """
     decoder = _decoder(model)
@@ -187,12 +191,10 @@ def apply_hirope(
         isinstance(window, bool) or not isinstance(window, int) or window < 0
     ):
         raise ValueError(f"window must be None or a non-negative int, got {window!r}")
-    rotary = decoder.rotary_emb
-    inv_freq: Tensor = rotary.inv_freq
-    pairs = inv_freq.shape[-1]
+    pairs = int(decoder.rotary_emb.inv_freq.shape[-1])
     split = _check_sections(sections, pairs, levels)
-    axis = torch.repeat_interleave(torch.arange(levels), torch.tensor(split))
-    scale = float(getattr(rotary, "attention_scaling", 1.0))
+    # The model's own frequencies and attention scaling, one channel section per level.
+    rope = HFRotaryEmbedding.from_module(decoder.rotary_emb, sections=split)
     size = int(window or 0)
 
     def model_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -214,13 +216,13 @@ def apply_hirope(
         past = cache.get_seq_length() if cache is not None else 0
         device = positions.device
         flat = (torch.arange(length, device=device) + past).expand(batch, length)
-        freq = inv_freq.to(device=device, dtype=torch.float32)
-        pos = positions.to(torch.float32).expand(levels, batch, length)
-        # (A, B, L) -> (B, L, A) -> (B, L, D/2): each pair reads its level's position
-        angles = pos.movedim(0, -1)[..., axis.to(device)] * freq
-        cos, sin = _half_tables(angles, scale)
-        shift = flat.to(torch.float32).unsqueeze(-1) * freq - angles
-        shift_cos, shift_sin = _half_tables(shift, 1.0)
+        if rope.inv_freq.device != device:
+            rope.to(device)
+        pos = positions.expand(levels, batch, length)
+        cos, sin = rope(torch.empty(0, device=device), pos)  # (B, L, D) float32
+        # rotation from hierarchical to flat angles (flat (B, L): every level reads it)
+        shift = rope.angles(flat) - rope.angles(pos)
+        shift_cos, shift_sin = _half_tables(shift)
         kwargs["position_ids"] = flat
         kwargs["multipos_hirope"] = _HiRoPEInputs(cos, sin, shift_cos, shift_sin, flat, size)
         return args, kwargs
