@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -66,12 +68,16 @@ class Task:
     image: int = 24
     points: int = 3
     depth: bool = False  # a third channel: each blob's depth in its camera (RGB-D views)
+    roll: bool = True  # cameras turned at random about their optical axis
     dim: int = 64
     layers: int = 4
 
 
 TASK = Task()
 TEST_SEED = 12345
+TEST_SCENES = 1000
+STEPS = 800
+BATCH = 64
 CASES = ("gta", "absolute", "none")
 
 
@@ -88,12 +94,15 @@ def intrinsics_matrix(image: int) -> Tensor:
     return torch.tensor([[f, 0.0, image / 2], [0.0, f, image / 2], [0.0, 0.0, 1.0]])
 
 
-def look_at(eye: Tensor, target: Tensor) -> Tensor:
-    """World-to-camera ``(n, 4, 4)`` (OpenCV axes) for cameras at ``eye`` aimed at ``target``."""
+def look_at(eye: Tensor, target: Tensor, roll: Tensor) -> Tensor:
+    """World-to-camera ``(n, 4, 4)`` (OpenCV axes) for cameras at ``eye`` aimed at ``target``,
+    turned by ``roll`` (radians) about the optical axis."""
     z = F.normalize(target - eye, dim=-1)
     up = torch.tensor([0.0, 0.0, 1.0]).expand_as(z)
-    x = F.normalize(torch.cross(z, -up, dim=-1), dim=-1)  # image x right, y down
-    y = torch.cross(z, x, dim=-1)
+    x0 = F.normalize(torch.cross(z, -up, dim=-1), dim=-1)  # image x right, y down
+    y0 = torch.cross(z, x0, dim=-1)
+    c, s = roll.cos()[:, None], roll.sin()[:, None]
+    x, y = c * x0 + s * y0, c * y0 - s * x0
     rot = torch.stack([x, y, z], dim=-2)  # rows: camera axes in world coordinates
     e = torch.eye(4).repeat(len(eye), 1, 1)
     e[:, :3, :3] = rot
@@ -142,7 +151,8 @@ def make_batch(n: int, g: torch.Generator, task: Task) -> Batch:
             eye = dist[:, None] * torch.stack(
                 [elev.cos() * azim.cos(), elev.cos() * azim.sin(), elev.sin()], dim=-1
             )
-            cams.append(look_at(eye, 0.3 * torch.randn(m, 3, generator=g)))
+            roll = torch.rand(m, generator=g) * 2 * math.pi if task.roll else torch.zeros(m)
+            cams.append(look_at(eye, 0.3 * torch.randn(m, 3, generator=g), roll))
         e = torch.stack(cams, dim=1)  # (m, 2, 4, 4)
         projected = [project(pts, e[:, v], k) for v in range(2)]
         pix = torch.stack([p for p, _ in projected], dim=1)  # (m, 2, N, 2)
@@ -197,6 +207,7 @@ class Correspondence(nn.Module):
             **kwargs,  # type: ignore[arg-type]
         )
         self.head = nn.Linear(task.dim, 1)
+        self.train_acc = float("nan")  # mean training accuracy over the last 10% of steps
 
     def forward(self, batch: Batch) -> Tensor:
         intrinsics = batch.intrinsics if self.geometry == "absolute" else None
@@ -235,7 +246,7 @@ def train(
     hits: list[float] = []
     start = time.perf_counter()
     for step in range(steps):
-        batch = make_batch(64, g, task)
+        batch = make_batch(BATCH, g, task)
         logits = model(batch)
         loss = F.cross_entropy(logits, batch.target)
         opt.zero_grad(set_to_none=True)
@@ -251,53 +262,93 @@ def train(
                 file=sys.stderr,
                 flush=True,
             )
-    model.train_acc = statistics.fmean(hits[-max(1, steps // 10) :])  # type: ignore[assignment]
+    model.train_acc = statistics.fmean(hits[-max(1, steps // 10) :])
     return model, time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Job:
+    case: str
+    seed: int
+    steps: int
+    task: Task
+    test_size: int
+    threads: int
+    log_every: int
+
+
+def run_job(job: Job) -> dict[str, float]:
+    """Train one (case, seed) and score it on the fixed test scenes and their shifted copies."""
+    torch.set_num_threads(job.threads)
+    g = torch.Generator().manual_seed(TEST_SEED)
+    test = make_batch(job.test_size, g, job.task)
+    shifted = world_shift(test, g)
+    model, secs = train(job.case, job.seed, job.steps, job.task, job.log_every)
+    return {
+        "top1": accuracy(model, test),
+        "top1_world_shift": accuracy(model, shifted),
+        "train": model.train_acc,  # type: ignore[dict-item]
+        "seconds": secs,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds per case (default 3)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 1500)")
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps ({STEPS})")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 20 steps")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per job (2)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (1)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--image", type=int, default=TASK.image, help="image side (pixels)")
     parser.add_argument("--points", type=int, default=TASK.points, help="points per scene")
     parser.add_argument("--depth", action="store_true", help="add a depth channel (RGB-D)")
+    parser.add_argument("--no-roll", action="store_true", help="upright cameras (no roll)")
     parser.add_argument("--dim", type=int, default=TASK.dim, help="token width")
     parser.add_argument("--layers", type=int, default=TASK.layers, help="transformer blocks")
     parser.add_argument("--log-every", type=int, default=0, help="print progress every N steps")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = 1 if args.quick else args.seeds
-    steps = args.steps if args.steps is not None else (20 if args.quick else 1500)
-    task = Task(args.image, args.points, args.depth, args.dim, args.layers)
-    g = torch.Generator().manual_seed(TEST_SEED)
-    test = make_batch(100 if args.quick else 1000, g, task)
-    shifted = world_shift(test, g)
+    steps = args.steps if args.steps is not None else (20 if args.quick else STEPS)
+    task = Task(args.image, args.points, args.depth, not args.no_roll, args.dim, args.layers)
+    test_size = 100 if args.quick else TEST_SCENES
     print(
-        f"# {len(test.target)} test scenes, {steps} steps x batch 64, seeds {list(range(seeds))}"
-        f", {torch.get_num_threads()} threads",
+        f"# {task}, {test_size} test scenes, {steps} steps x batch {BATCH}, seeds "
+        f"{list(range(seeds))}, {args.jobs} job(s) x {args.threads} thread(s)",
         file=sys.stderr,
         flush=True,
     )
-    results: dict[str, dict[str, list[float]]] = {}
+    jobs = [
+        Job(case, seed, steps, task, test_size, args.threads, args.log_every)
+        for case in args.cases
+        for seed in range(seeds)
+    ]
+    results: dict[str, dict[str, list[float]]] = {
+        case: {"top1": [], "top1_world_shift": [], "train": []} for case in args.cases
+    }
     start = time.perf_counter()
-    for case in args.cases:
-        for seed in range(seeds):
-            model, secs = train(case, seed, steps, task, args.log_every)
-            r = results.setdefault(case, {"top1": [], "top1_world_shift": [], "train": []})
-            r["top1"].append(accuracy(model, test))
-            r["top1_world_shift"].append(accuracy(model, shifted))
-            r["train"].append(model.train_acc)  # type: ignore[arg-type]
-            print(
-                f"# {case:<9} seed {seed}: train {100 * r['train'][-1]:.1f}  test "
-                f"{100 * r['top1'][-1]:.1f}  world-shifted {100 * r['top1_world_shift'][-1]:.1f}"
-                f"  ({secs:.0f}s train, {time.perf_counter() - start:.0f}s total)",
-                file=sys.stderr,
-                flush=True,
-            )
+
+    def record(job: Job, out: dict[str, float]) -> None:
+        r = results[job.case]
+        for key in r:
+            r[key].append(out[key])
+        print(
+            f"# {job.case:<9} seed {job.seed}: train {100 * out['train']:.1f}  test "
+            f"{100 * out['top1']:.1f}  world-shifted {100 * out['top1_world_shift']:.1f}"
+            f"  ({out['seconds']:.0f}s train, {time.perf_counter() - start:.0f}s total)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    if args.jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            for job, out in zip(jobs, pool.map(run_job, jobs), strict=True):
+                record(job, out)
+    else:
+        for job in jobs:
+            record(job, run_job(job))
 
     def stats(xs: list[float]) -> tuple[float, float]:
         return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
