@@ -225,6 +225,32 @@ def test_rotary_sections_take_each_axis(llama):
     assert torch.equal(cos[..., 3:8], one(x, pos + 1)[0][..., 3:8])
 
 
+def test_llama_takes_multi_axis_positions(llama):
+    # The plug-in path of another scheme: (A, B, L) positions on channel sections.
+    ids, mask = _llama_batch()
+    one = apply_llama_positions(copy.deepcopy(llama))
+    rotary = HFRotaryEmbedding(llama.model.rotary_emb.inv_freq, sections=(3, 5))
+    two = apply_llama_positions(copy.deepcopy(llama), rotary=rotary)
+    pos = v2pe_position_ids(ids, IMG, mask, delta=0.25)
+    both = torch.stack((pos, pos))
+    with torch.no_grad():
+        want = one(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        assert torch.equal(two(input_ids=ids, attention_mask=mask, position_ids=both).logits, want)
+        other = torch.stack((pos, (pos / 4).floor()))
+        moved = two(input_ids=ids, attention_mask=mask, position_ids=other).logits
+        assert not torch.allclose(moved, want, atol=1e-3)
+        # No mask and no cache: the multi-axis tensor is not read as packed samples either.
+        no_mask = two(input_ids=ids[1:], position_ids=other[:, 1:], use_cache=False).logits
+        torch.testing.assert_close(no_mask, moved[1:], atol=1e-5, rtol=1e-5)
+        got = two.generate(
+            ids, attention_mask=mask, position_ids=both, max_new_tokens=5, do_sample=False
+        )
+        ref = one.generate(
+            ids, attention_mask=mask, position_ids=pos, max_new_tokens=5, do_sample=False
+        )
+    assert torch.equal(got, ref)
+
+
 def test_llama_bad_input_raises(llama):
     with pytest.raises(TypeError, match="rotary_emb"):
         apply_llama_positions(torch.nn.Linear(2, 2))
