@@ -290,6 +290,16 @@ def test_qwen2_vl_delta_one_is_the_unmodified_model(qwen):
     assert torch.equal(got, want)
 
 
+def test_qwen2_vl_bf16_keeps_float32_frequencies(qwen):
+    adapted = apply_qwen2_vl_positions(copy.deepcopy(qwen), delta=0.25).to(torch.bfloat16)
+    rotary = adapted.model.language_model.rotary_emb
+    assert isinstance(rotary, HFRotaryEmbedding) and rotary.inv_freq.dtype == torch.float32
+    assert torch.equal(rotary.inv_freq, qwen.model.language_model.rotary_emb.inv_freq)
+    with torch.no_grad():
+        logits = adapted(**_qwen_batch()).logits
+    assert logits.dtype == torch.bfloat16 and bool(torch.isfinite(logits).all())
+
+
 @pytest.mark.parametrize("delta", [1.0, 0.25])
 def test_qwen2_vl_generate_with_cache_equals_recomputation(qwen, delta):
     batch = _qwen_batch()
