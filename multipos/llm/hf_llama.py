@@ -71,6 +71,10 @@ def apply_llama_positions(
        (left padding) to ``generate``; decoding with the KV cache then continues from the
        last prompt position. The cache itself stores keys and values only, no positions.
 
+    Not covered: flash-attention kernels (they infer packed samples from ``position_ids``
+    themselves; use eager or SDPA attention with fractional positions) and assisted /
+    speculative decoding (its candidate model extends positions by ``+1`` on its own).
+
     Another position scheme plugs in through ``rotary`` (its module, e.g. an
     :class:`HFRotaryEmbedding` with two ``sections`` for two position levels) and
     ``continuation`` (the positions of generated tokens, ``(A, B, L), n -> (A, B, n)``).
