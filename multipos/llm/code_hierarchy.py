@@ -19,7 +19,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 __all__ = ["CodeHierarchy", "CodeSpan", "code_hierarchy"]
 
@@ -189,7 +189,10 @@ def _tree_sitter_spans(source: str, language: str) -> tuple[list[CodeSpan] | Non
         from multipos.llm.code_treesitter import tree_sitter_spans
     except ImportError as err:  # pragma: no cover - the module itself has no hard imports
         return None, f"tree-sitter support could not be imported: {err}"
-    return tree_sitter_spans(source, language)
+    raw, reason = tree_sitter_spans(source, language)
+    if raw is None:
+        return None, reason
+    return [CodeSpan(a, b, cast(SpanKind, kind), depth) for a, b, kind, depth in raw], None
 
 
 def code_hierarchy(source: str, language: str = "python") -> CodeHierarchy:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from multipos.llm.code_hierarchy import CodeSpan, SpanKind
+# (start, end, kind, depth) in characters; multipos.llm.code_hierarchy makes CodeSpans of them
+RawSpan = tuple[int, int, str, int]
 
 __all__ = ["tree_sitter_spans"]
 
@@ -59,13 +60,14 @@ def _char_offsets(source: str) -> list[int] | None:
     return table
 
 
-def tree_sitter_spans(source: str, language: str) -> tuple[list[CodeSpan] | None, str | None]:
+def tree_sitter_spans(source: str, language: str) -> tuple[list[RawSpan] | None, str | None]:
     """Spans of ``source`` parsed by the tree-sitter grammar of ``language``.
 
     Returns:
-        ``(spans, None)`` on success; ``(None, reason)`` when the ``code`` extra or the
-        grammar is missing (reason starts with ``"no grammar"``/``"tree-sitter"``) or the tree
-        has syntax errors (reason starts with ``"syntax"``).
+        ``(spans, None)`` on success, spans as ``(start, end, kind, depth)`` in characters;
+        ``(None, reason)`` when the ``code`` extra or the grammar is missing (reason starts
+        with ``"no grammar"``/``"tree-sitter"``) or the tree has syntax errors (reason starts
+        with ``"syntax"``).
     """
     try:
         from tree_sitter_language_pack import get_parser
@@ -84,11 +86,11 @@ def tree_sitter_spans(source: str, language: str) -> tuple[list[CodeSpan] | None
     def char(offset: int) -> int:
         return offset if chars is None else chars[offset]
 
-    spans: list[CodeSpan] = []
+    spans: list[RawSpan] = []
     stack: list[tuple[Any, int]] = [(child, 0) for child in reversed(root.named_children)]
     while stack:
         node, depth = stack.pop()
-        kind: SpanKind | None = None
+        kind: str | None = None
         if node.type in _CLASS_TYPES:
             kind = "class"
         elif node.type in _FUNCTION_TYPES:
@@ -99,6 +101,6 @@ def tree_sitter_spans(source: str, language: str) -> tuple[list[CodeSpan] | None
         if kind is not None:
             if kind != "statement":
                 inner = depth + 1
-            spans.append(CodeSpan(char(node.start_byte), char(node.end_byte), kind, inner))
+            spans.append((char(node.start_byte), char(node.end_byte), kind, inner))
         stack.extend((child, inner) for child in reversed(node.named_children))
     return spans, None
