@@ -1,7 +1,7 @@
 r"""The block structure of source code, as character spans, for HiRoPE.
 
 From "HiRoPE: Length Extrapolation for Code Models Using Hierarchical Position" (Zhang, Li,
-Zhang, Jin, ACL 2024, arXiv:2403.19115), Sec. 3: every token gets a position per level of the
+Zhang, Jin, ACL 2024, arXiv:2403.19115): every token gets a position per level of the
 code's hierarchy (function level and token level in the paper) taken from its syntax tree.
 
 :func:`code_hierarchy` returns that structure as :class:`CodeSpan` s in character offsets of
@@ -199,7 +199,7 @@ def code_hierarchy(source: str, language: str = "python") -> CodeHierarchy:
     r"""Parse ``source`` into the spans of its hierarchy (module, definitions, statements).
 
     From "HiRoPE: Length Extrapolation for Code Models Using Hierarchical Position" (Zhang et
-    al., ACL 2024, arXiv:2403.19115), Sec. 3.1: the hierarchy comes from the code's syntax
+    al., ACL 2024, arXiv:2403.19115), method: the hierarchy comes from the code's syntax
     tree. Definitions (class, function, method) and statements become :class:`CodeSpan` s with
     character offsets, so they align with a tokenizer's offset mapping
     (:func:`multipos.llm.hirope_positions`).

@@ -151,7 +151,7 @@ def apply_hirope(
     r"""Make a Llama-family model take HiRoPE positions ``(levels, B, L)``, training-free.
 
     From "HiRoPE: Length Extrapolation for Code Models Using Hierarchical Position" (Zhang et
-    al., ACL 2024, arXiv:2403.19115), Sec. 3: pair ``j`` of the model's rotary spectrum
+    al., ACL 2024, arXiv:2403.19115): pair ``j`` of the model's rotary spectrum
     :math:`\theta_j` (its own ``inv_freq``, scalings included) turns by the position of the
     level whose channel group holds it, :math:`\phi_j = p_{a(j)} \theta_j`; the first
     ``sections[0]`` (highest-frequency) pairs follow the token level. No parameter is added
@@ -171,9 +171,9 @@ def apply_hirope(
         model: A loaded Llama-family model.
         levels: Hierarchy levels of the positions (2 or 3; see ``hirope_positions``).
         sections: Channel pairs per level, summing to ``head_dim // 2``; default an even split.
-        window: Flat-RoPE window in tokens (Sec. 3.3). ``None``/``0``: HiRoPE on every pair
-            and the model's own attention kernel; ``> 0``: an eager attention function that
-            needs full-sequence forwards (no cache).
+        window: Flat-RoPE window in tokens (the paper's window mechanism). ``None``/``0``:
+            HiRoPE on every pair and the model's own attention kernel; ``> 0``: an eager
+            attention function that needs full-sequence forwards (no cache).
 
     Returns:
         :class:`HiRoPEHandle`; ``handle.remove()`` undoes everything.

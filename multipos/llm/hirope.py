@@ -12,8 +12,8 @@ pairs are split into groups, one per level, and each group turns by its level's 
 with :math:`a(j) = 0` (token level) on the first, high-frequency ``sections[0]`` pairs and
 :math:`a(j) = 1` (block level) on the remaining, low-frequency pairs. The score of a query at
 ``p`` and a key at ``p'`` then depends only on the per-level offsets ``p - p'``. Near pairs can
-keep the model's flat positions (the window, Sec. 3.3): pairs closer than ``window`` tokens use
-flat RoPE, farther pairs HiRoPE.
+keep the model's flat positions (the paper's window mechanism, its Fig. 2): pairs closer than
+``window`` tokens use flat RoPE, farther pairs HiRoPE.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def hirope_positions(
     r"""Hierarchical positions of the tokens of a tokenized source string.
 
     From "HiRoPE: Length Extrapolation for Code Models Using Hierarchical Position" (Zhang et
-    al., ACL 2024, arXiv:2403.19115), Sec. 3.1: token ``t`` that is the ``i``-th token of the
-    ``b``-th block gets
+    al., ACL 2024, arXiv:2403.19115), hierarchical position: token ``t`` that is the ``i``-th
+    token of the ``b``-th block gets
 
     .. math::
         p_t = (p_t^{(0)}, p_t^{(1)}) = (i, b), \qquad i, b = 0, 1, 2, \ldots
@@ -212,7 +212,7 @@ class HierarchicalRotaryEmbedding(nn.Module):
     r"""HiRoPE rotary tables: the core multi-axis rotary with one axis per hierarchy level.
 
     From "HiRoPE: Length Extrapolation for Code Models Using Hierarchical Position" (Zhang et
-    al., ACL 2024, arXiv:2403.19115), Sec. 3.2: one RoPE spectrum
+    al., ACL 2024, arXiv:2403.19115), split dimensions: one RoPE spectrum
     :math:`\theta_j = b^{-2j/D}` is split into contiguous groups; pair ``j`` turns by
     :math:`p_{a(j)} \theta_j` where ``a(j)`` is the level whose group holds ``j`` (token level
     on the high frequencies). A :class:`multipos.RotaryEmbedding` with ``spectrum="shared"``
@@ -269,7 +269,7 @@ class HierarchicalRotaryEmbedding(nn.Module):
 def window_logits(
     near: Tensor, far: Tensor, query_positions: Tensor, key_positions: Tensor, window: int
 ) -> Tensor:
-    r"""Merge two attention-logit tables by token distance: HiRoPE's window (Sec. 3.3).
+    r"""Merge two attention-logit tables by token distance: HiRoPE's window.
 
     .. math::
         s_{ij} = \begin{cases}

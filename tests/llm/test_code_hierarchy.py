@@ -1,4 +1,4 @@
-"""Code hierarchy spans and HiRoPE positions (arXiv:2403.19115, Sec. 3.1)."""
+"""Code hierarchy spans and HiRoPE positions (arXiv:2403.19115)."""
 
 from __future__ import annotations
 
