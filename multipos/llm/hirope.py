@@ -139,7 +139,10 @@ def hirope_positions(
     .. math::
         p_t = (p_t^{(0)}, p_t^{(1)}) = (i, b), \qquad i, b = 0, 1, 2, \ldots
 
-    (token level first, as row 0 of the result). A block is a class or function definition
+    (token level first, as row 0 of the result). The paper describes a two-level position
+    vector (function level, token level) from the syntax tree; that the token index restarts
+    in every block, and what counts as a block, are this library's choices. A block is a
+    class or function definition
     (any depth; a class's own lines before its first method are a block of their own) or the
     run of code between definitions, so the blocks partition the source in text order.
     ``levels=3`` inserts the statement level: ``(token in statement, statement in block,
