@@ -38,8 +38,8 @@ def apply_qwen2_vl_positions(
 ) -> nn.Module:
     r"""Use :func:`~multipos.llm.mrope_positions` in a Qwen2-VL model, in place.
 
-    M-RoPE of "Qwen2-VL" (Wang et al., 2024, arXiv:2409.12191, Sec. 2.1) with V2PE's visual
-    increment :math:`\delta` (Ge et al., 2024, arXiv:2412.09616, Eq. 4-5) on each axis:
+    M-RoPE of "Qwen2-VL" (Wang et al., 2024, arXiv:2409.12191) with V2PE's visual
+    increment :math:`\delta` (Ge et al., 2024, arXiv:2412.09616) on each axis:
 
     1. ``model.get_rope_index`` (what ``forward`` and ``generate`` call to build the 3-D
        positions and the ``rope_deltas`` of decoding) becomes :func:`mrope_positions` with the

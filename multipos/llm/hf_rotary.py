@@ -32,7 +32,7 @@ class HFRotaryEmbedding(nn.Module):
     r"""Rotary ``(cos, sin)`` for Hugging Face attention layers from arbitrary float positions.
 
     RoFormer's rotation (Su et al., 2021, arXiv:2104.09864, Eq. 34) with the sectioned
-    multi-axis form of Qwen2-VL M-RoPE (Wang et al., 2024, arXiv:2409.12191, Sec. 2.1): the
+    multi-axis form of Qwen2-VL M-RoPE (Wang et al., 2024, arXiv:2409.12191): the
     ``D / 2`` frequency slots are split into contiguous ``sections``, slot ``j`` of section
     ``a`` turns by
 
@@ -198,11 +198,11 @@ def _recompute_inv_freq(rotary: nn.Module, rope_type: str) -> Tensor:
 def v2pe_continuation(position_ids: Tensor, num_new: int) -> Tensor:
     r"""Positions of ``num_new`` generated text tokens after ``position_ids``.
 
-    V2PE's rule (Ge et al., 2024, arXiv:2412.09616, Eq. 4-5) for a text token that follows
+    V2PE's rule (Ge et al., 2024, arXiv:2412.09616) for a text token that follows
     the prompt: the running position is the last position rounded up (an image that ends the
     prompt occupies :math:`\lceil n\delta \rceil` slots), and each text token adds 1; with
     several axes (M-RoPE) the running position is the largest over the axes and the new text
-    tokens sit at the same value on every axis (Qwen2-VL, Sec. 2.1):
+    tokens sit at the same value on every axis (Qwen2-VL):
 
     .. math::
         p_{L + k} = \lceil \max_a p_{a, L} \rceil + k, \qquad k = 1, \dots, n.

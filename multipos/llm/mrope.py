@@ -1,7 +1,7 @@
 r"""Qwen2-VL M-RoPE position ids (t, h, w), with V2PE's fractional visual increments.
 
 From "Qwen2-VL: Enhancing Vision-Language Model's Perception of the World at Any Resolution"
-(Wang et al., 2024, arXiv:2409.12191), Sec. 2.1: text tokens carry the same position on the
+(Wang et al., 2024, arXiv:2409.12191), M-RoPE: text tokens carry the same position on the
 three axes; the visual tokens of an image or video carry their (frame, row, column) index on
 the (t, h, w) axes, offset so that the first one sits right after the preceding text; the next
 text starts one past the largest visual position. V2PE (Ge et al., 2024, arXiv:2412.09616)
@@ -93,8 +93,8 @@ def mrope_positions(
 ) -> MRopePositions:
     r"""M-RoPE (t, h, w) position ids of a batch, optionally with V2PE visual increments.
 
-    Qwen2-VL's rule (Wang et al., 2024, arXiv:2409.12191, Sec. 2.1) with V2PE's
-    :math:`\delta` (Ge et al., 2024, arXiv:2412.09616, Eq. 4-5) on every visual axis: with
+    Qwen2-VL's rule (Wang et al., 2024, arXiv:2409.12191) with V2PE's
+    :math:`\delta` (Ge et al., 2024, arXiv:2412.09616) on every visual axis: with
     :math:`r` the running position (:math:`-1` at a sample's start), a text token sits at
     :math:`r + 1` on all three axes; the token of frame :math:`t`, row :math:`h`, column
     :math:`w` of a visual grid :math:`(T, H', W')` (``H' = H / m``, ``W' = W / m`` after the

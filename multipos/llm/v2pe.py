@@ -1,7 +1,7 @@
 r"""V2PE: variable visual position increments for interleaved image-text sequences.
 
 From "V2PE: Improving Multimodal Long-Context Capability of Vision-Language Models with
-Variable Visual Position Encoding" (Ge et al., 2024, arXiv:2412.09616), Sec. 3 (Eq. 4-5):
+Variable Visual Position Encoding" (Ge et al., 2024, arXiv:2412.09616), its position recursion:
 text tokens advance the position by 1, visual tokens by a fraction :math:`\delta \le 1`,
 so long interleaved sequences stay inside the position range the language model was trained
 on. The positions feed an unchanged rotary embedding (no new parameters).
@@ -19,7 +19,7 @@ from multipos.llm.packing import check_token_inputs, sample_index
 
 __all__ = ["V2PE_TRAINING_DELTAS", "Delta", "v2pe_position_ids", "v2pe_positions"]
 
-#: V2PE's training set of increments, Sec. 3.3: :math:`\delta = s / 256` with the stride
+#: V2PE's training set of increments: :math:`\delta = s / 256` with the stride
 #: ``s`` drawn per image from {1, 2, 4, ..., 256} (the official ``v2pe_rnd`` mode).
 V2PE_TRAINING_DELTAS: tuple[float, ...] = tuple(2.0**-k for k in range(8, -1, -1))
 
@@ -90,8 +90,8 @@ def v2pe_positions(
     r"""V2PE positions of one interleaved sequence described by its segments.
 
     From "V2PE: Improving Multimodal Long-Context Capability of Vision-Language Models with
-    Variable Visual Position Encoding" (Ge et al., 2024, arXiv:2412.09616), Eq. (4)-(5): with
-    :math:`r` the running position (:math:`r = -1` before the first token),
+    Variable Visual Position Encoding" (Ge et al., 2024, arXiv:2412.09616), the position
+    recursion, with :math:`r` the running position (:math:`r = -1` before the first token),
 
     .. math::
         p_{\text{text}} = r + 1, \qquad
@@ -103,7 +103,7 @@ def v2pe_positions(
     image). With :math:`\delta = s / 256` and 256 tokens per tile this is
     :math:`\lceil \text{tiles} \cdot s \rceil` slots. ``delta = 1`` gives ``arange(L)``.
 
-    Training mode (the paper's Sec. 3.3, official ``v2pe_rnd``): pass a set of increments,
+    Training mode (the paper's training recipe, official ``v2pe_rnd``): pass a set of increments,
     e.g. :data:`V2PE_TRAINING_DELTAS` = {1/256, 1/128, ..., 1/2, 1}, and a generator; one
     increment is drawn uniformly per image, independently, in order of the images.
 
@@ -170,7 +170,7 @@ def v2pe_position_ids(
 ) -> Tensor:
     r"""V2PE ``position_ids`` of a (padded, possibly packed) batch of token ids.
 
-    The rule of :func:`v2pe_positions` (Ge et al., 2024, arXiv:2412.09616, Eq. 4-5) applied
+    The rule of :func:`v2pe_positions` (Ge et al., 2024, arXiv:2412.09616) applied
     to token ids: every maximal run of consecutive ``image_token_id`` tokens is one image
     (InternVL wraps each image in ``<img> ... </img>``, so images are never adjacent); its
     ``k``-th token sits at :math:`r + k\delta` and the image occupies

@@ -107,7 +107,7 @@ def test_left_padding_equals_transformers(reference):
 
 def test_text_after_many_frames_follows_the_paper():
     # 6 frames of a 2 x 2 merged grid: the next text sits one past the largest position,
-    # t = 5 (Qwen2-VL, Sec. 2.1); transformers 5.23 would place it at max(H', W') = 2.
+    # t = 5 (Qwen2-VL); transformers 5.23 would place it at max(H', W') = 2.
     ids = torch.tensor([[VID] * 24 + [7]])
     got = mrope_positions(ids, video_grid_thw=torch.tensor([[6, 4, 4]]), video_token_id=VID)
     assert got.position_ids[:, 0, -1].tolist() == [6.0, 6.0, 6.0]

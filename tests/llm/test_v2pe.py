@@ -16,7 +16,7 @@ IMG = 7
 
 
 def _reference(segments, deltas, tokens_per_tile):
-    """Plain-Python statement of the V2PE rule (Eq. 4-5): r + 1 per text token, r + k*delta
+    """Plain-Python statement of the V2PE rule: r + 1 per text token, r + k*delta
     per visual token, r <- r + ceil(n * delta) after each image."""
     out, r, image = [], -1, 0
     for kind, count in segments:
