@@ -34,17 +34,19 @@ BATCH = 8
 SCHEMES: list[tuple[str, Any, dict[str, Any]]] = [
     ("rope_axial_2d", "rope_axial_2d", {}),
     ("rope_mixed", "rope_mixed", {}),
+    ("gta", "gta", {}),
     ("peg", "peg", {}),
     ("lff", "lff", {}),
     ("irpe_ctx_k", ["ape", "irpe"], {"irpe": {"mode": "contextual", "on": "k"}}),
     ("irpe_bias_k", ["ape", "irpe"], {"irpe": {"mode": "bias", "on": "k"}}),
     ("irpe_ctx_qkv", ["ape", "irpe"], {"irpe": {"mode": "contextual", "on": "qkv"}}),
 ]
-# DESIGN.md's budgets: 2-D RoPE, PEG, LFF at most 1.05x the plain timm ViT; iRPE contextual
-# on k at most 1.10x, on q, k, v at most 1.25x.
+# DESIGN.md's budgets: 2-D RoPE, PEG, LFF at most 1.05x the plain timm ViT; GTA at most
+# 1.15x; iRPE contextual on k at most 1.10x, on q, k, v at most 1.25x.
 BUDGETS = {
     "rope_axial_2d": 1.05,
     "rope_mixed": 1.05,
+    "gta": 1.15,
     "peg": 1.05,
     "lff": 1.05,
     "irpe_ctx_k": 1.10,
