@@ -14,13 +14,15 @@ script checks that claim at toy scale, offline:
   1024, 2048, with: plain RoPE; static NTK-aware and YaRN scaling with factor ``L / 256``
   (both from ``multipos.frequencies``, written into the model's rotary ``inv_freq`` /
   ``attention_scaling``); HiRoPE swapped in training-free (``apply_hirope``, without and with
-  the flat window); and the model trained with HiRoPE.
+  flat windows of 128 and 256 tokens: ``hirope_w128``, ``hirope_w256``); and the model
+  trained with HiRoPE (``hirope_trained``).
 
 One JSON object per line (``ours`` = perplexity, ``baseline`` = plain RoPE's at the same seed
 and length, ``ratio`` = ours / baseline), a summary line per method and length (mean over
 seeds), then a table.
 
     python benchmarks/hirope_extrapolation.py [--quick] [--seeds 3] [--steps 300] [--threads 2]
+        [--windows 128 256]
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ BENCH = "hirope_extrapolation"
 TRAIN_LENGTH = 256
 VOCAB = 128
 BASE = 10000.0
-METHODS = ("rope", "rope_ntk", "rope_yarn", "hirope", "hirope_window", "hirope_trained")
+SCALINGS = {"rope_ntk": "ntk", "rope_yarn": "yarn"}
+
+
+def methods(windows: list[int]) -> list[str]:
+    """Case names: ``hirope_w<w>`` is HiRoPE swapped in with a flat window of ``w`` tokens."""
+    return ["rope", *SCALINGS, "hirope", *(f"hirope_w{w}" for w in windows), "hirope_trained"]
 
 
 @dataclass
@@ -194,13 +201,12 @@ def scaled(model: torch.nn.Module, kind: str, factor: float) -> Iterator[None]:
 
 
 @torch.no_grad()
-def perplexity(
-    model: torch.nn.Module, held: list[Sample], length: int, method: str, window_size: int
-) -> float:
+def perplexity(model: torch.nn.Module, held: list[Sample], length: int, method: str) -> float:
     handle = None
     if method.startswith("hirope"):
-        handle = apply_hirope(model, window=window_size if method == "hirope_window" else None)
-    kind = {"rope_ntk": "ntk", "rope_yarn": "yarn"}.get(method)
+        size = int(method.removeprefix("hirope_w")) if method.startswith("hirope_w") else None
+        handle = apply_hirope(model, window=size)
+    kind = SCALINGS.get(method)
     total, count = 0.0, 0
     with scaled(model, kind or "none", length / TRAIN_LENGTH if kind else 1.0):
         for i in range(0, len(held), 2):
@@ -220,7 +226,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--window", type=int, default=128, help="flat window of hirope_window")
+    parser.add_argument(
+        "--windows", type=int, nargs="*", default=[128, 256], help="flat windows of hirope_w<w>"
+    )
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 on a machine shared with others)"
     )
@@ -241,6 +249,7 @@ def main() -> None:
         flush=True,
     )
     results: dict[tuple[str, int], list[float]] = {}
+    cases = methods(args.windows)
     for seed in range(seeds):
         models = {}
         for hierarchical in (False, True):
@@ -248,15 +257,11 @@ def main() -> None:
             train(model, data, hierarchical, steps, seed, batch)
             models[hierarchical] = model
         for length in lengths:
-            baseline = perplexity(models[False], held, length, "rope", args.window)
-            for method in METHODS:
+            baseline = perplexity(models[False], held, length, "rope")
+            for method in cases:
                 model = models[method == "hirope_trained"]
                 name = "hirope" if method == "hirope_trained" else method
-                ppl = (
-                    baseline
-                    if method == "rope"
-                    else perplexity(model, held, length, name, args.window)
-                )
+                ppl = baseline if method == "rope" else perplexity(model, held, length, name)
                 results.setdefault((method, length), []).append(ppl)
                 emit_row(
                     {
@@ -270,14 +275,13 @@ def main() -> None:
                         "ratio": ppl / baseline,
                         "train_length": TRAIN_LENGTH,
                         "steps": steps,
-                        "window": args.window,
                     }
                 )
         print(
             f"# seed {seed} done ({time.perf_counter() - clock:.0f} s)", file=sys.stderr, flush=True
         )
     for (method, length), values in sorted(
-        results.items(), key=lambda kv: (METHODS.index(kv[0][0]), kv[0][1])
+        results.items(), key=lambda kv: (cases.index(kv[0][0]), kv[0][1])
     ):
         base = statistics.mean(results[("rope", length)])
         emit_row(
@@ -296,7 +300,7 @@ def main() -> None:
     header = "| method | " + " | ".join(f"L={n}" for n in lengths) + " |"
     print(header)
     print("|" + "---|" * (len(lengths) + 1))
-    for method in METHODS:
+    for method in cases:
         cells = [f"{statistics.mean(results[(method, n)]):.2f}" for n in lengths]
         print(f"| {method} | " + " | ".join(cells) + " |")
     print(f"# total {time.perf_counter() - clock:.0f} s", file=sys.stderr)

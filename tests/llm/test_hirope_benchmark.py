@@ -12,7 +12,15 @@ import pytest
 pytest.importorskip("transformers", reason="needs the hf extra")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hirope_extrapolation.py"
-METHODS = {"rope", "rope_ntk", "rope_yarn", "hirope", "hirope_window", "hirope_trained"}
+METHODS = {
+    "rope",
+    "rope_ntk",
+    "rope_yarn",
+    "hirope",
+    "hirope_w128",
+    "hirope_w256",
+    "hirope_trained",
+}
 
 
 @pytest.mark.slow
@@ -36,7 +44,9 @@ def test_quick_mode_emits_every_method_and_length() -> None:
         assert 1.0 < r["ours"] < 1000.0 and r["ratio"] == pytest.approx(r["ours"] / r["baseline"])
     rope = {r["length"]: r["ours"] for r in per_seed if r["case"] == "rope"}
     assert all(r["baseline"] == rope[r["length"]] for r in per_seed)
-    # at the training length the scalings have factor 1: identical to plain RoPE
+    # at the training length the scalings have factor 1 and a 256-token window keeps every
+    # pair flat: all identical to plain RoPE
     at_train = {r["case"]: r["ours"] for r in per_seed if r["length"] == 256}
     assert at_train["rope_ntk"] == at_train["rope"] == at_train["rope_yarn"]
+    assert at_train["hirope_w256"] == pytest.approx(at_train["rope"], rel=1e-5)
     assert "| method | L=256 | L=512 |" in proc.stdout
