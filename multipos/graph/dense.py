@@ -14,9 +14,10 @@ go through the same code and give the same bits:
   (``cumsum`` along a row, ``add.at`` / ``bincount`` in edge and node order); complex
   entries are assembled from their real and imaginary parts;
 * each matrix is solved by its own LAPACK call on a freshly allocated, 64-byte aligned
-  buffer (torch's allocator up to :data:`FULL_EIGH_MAX_NODES` nodes, all pairs; an aligned
-  copy for LAPACK's subset solver ``?syevr`` / ``?heevr`` above), never as one matrix inside
-  a stacked batch, whose offset in memory would change LAPACK's vectorised code path;
+  buffer (torch's allocator; all pairs), never as one matrix inside a stacked batch, whose
+  offset in memory would change LAPACK's vectorised code path;
+* graphs above :data:`~multipos.graph.medium.FULL_EIGH_MAX_NODES` nodes are not batched: each
+  goes through :func:`~multipos.graph.medium.medium_eigenpairs`, as when it is alone;
 * every solver call runs on one thread (:mod:`multipos.graph.threads`); many graphs are
   spread over Python threads, one whole graph per call.
 """
@@ -26,22 +27,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
+from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
 from multipos.graph.threads import blas_single_threaded
 from multipos.graph.union import StackedGraphs, check_degrees
 
 __all__ = ["FULL_EIGH_MAX_NODES", "dense_eigenpairs"]
 
-#: Up to this many nodes every eigenpair is computed (``torch.linalg.eigh``); above, only the
-#: kept ones (``scipy.linalg.eigh(subset_by_index=...)``, faster from about 100 nodes).
-FULL_EIGH_MAX_NODES = 96
+_T = TypeVar("_T")
 #: Entries of the ``(B, n, n)`` arrays built at once (32 MiB of float64).
 _CHUNK_ENTRIES = 1 << 22
 
@@ -59,31 +57,16 @@ def _labels(adj: np.ndarray) -> np.ndarray:
     b, n, _ = adj.shape
     if n == 0:
         return np.zeros((b, 0), dtype=np.int64)
-    if n <= FULL_EIGH_MAX_NODES:
-        # Reachability by repeated squaring of (A + I) > 0: 0/1 entries, sums of at most n
-        # ones, exact in float64 whatever BLAS does; log2(diameter) + 1 products.
-        reach = adj + np.eye(n)
-        while True:
-            nxt = np.minimum(reach @ reach, 1.0)
-            if (nxt == reach).all():
-                break
-            reach = nxt
-        first: np.ndarray = reach.argmax(axis=2) + (np.arange(b) * n)[:, None]
-        return first  # the first reachable node: the lowest of the component
-    labels = np.arange(b * n).reshape(b, n)
-    big = b * n
-    while True:  # min-label hooking with pointer jumping
-        new = np.minimum(labels, np.where(adj, labels[:, None, :], big).min(axis=2, initial=big))
-        flat = new.ravel()
-        while True:
-            jumped = flat[flat]
-            if (jumped == flat).all():
-                break
-            flat = jumped
-        new = flat.reshape(b, n)
-        if (new == labels).all():
-            return labels
-        labels = new
+    # Reachability by repeated squaring of (A + I) > 0: 0/1 entries, sums of at most n ones,
+    # exact in float64 whatever BLAS does; log2(diameter) + 1 products.
+    reach = adj + np.eye(n)
+    while True:
+        nxt = np.minimum(reach @ reach, 1.0)
+        if (nxt == reach).all():
+            break
+        reach = nxt
+    first: np.ndarray = reach.argmax(axis=2) + (np.arange(b) * n)[:, None]
+    return first  # the first reachable node: the lowest of the component
 
 
 def _components(
@@ -197,42 +180,19 @@ def _laplacian(
     return lap
 
 
-def _aligned_fortran(mat: np.ndarray) -> np.ndarray:
-    """A column-major copy of ``mat`` starting on a 64-byte boundary."""
-    n = mat.shape[0]
-    raw = np.empty(n * n * mat.itemsize + 64, dtype=np.uint8)
-    start = (-raw.ctypes.data) % 64
-    out = raw[start : start + n * n * mat.itemsize].view(mat.dtype).reshape(n, n, order="F")
-    out[...] = mat
-    return out
+def _solve_one(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ascending eigenpairs of one Hermitian matrix."""
+    vals, vecs = torch.linalg.eigh(torch.from_numpy(mat))  # copies into aligned memory
+    return vals.numpy(), vecs.numpy()
 
 
-def _solve_one(mat: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending eigenpairs of one Hermitian matrix: all of them for small ``n``, else
-    ``0..top``."""
-    n = mat.shape[0]
-    if n <= FULL_EIGH_MAX_NODES:
-        vals, vecs = torch.linalg.eigh(torch.from_numpy(mat))  # copies into aligned memory
-        return vals.numpy(), vecs.numpy()
-    vals_np, vecs_np = scipy.linalg.eigh(
-        _aligned_fortran(mat),
-        subset_by_index=[0, top],
-        driver="evr",
-        check_finite=False,
-        overwrite_a=True,
-    )
-    return vals_np, vecs_np
-
-
-def _map(
-    fn: Callable[[int], tuple[np.ndarray, np.ndarray]], count: int, workers: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
+def _map(fn: Callable[[int], _T], count: int, workers: int) -> list[_T]:
     """``[fn(i) for i in range(count)]``, contiguous slices spread over ``workers`` threads."""
     if workers <= 1 or count < 2 * workers:
         return [fn(i) for i in range(count)]
     bounds = np.linspace(0, count, workers + 1).astype(int)
 
-    def part(p: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def part(p: int) -> list[_T]:
         return [fn(i) for i in range(bounds[p], bounds[p + 1])]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -247,26 +207,49 @@ def _solve_chunk(
     canonical_null: bool,
     workers: int,
 ) -> list[Eigenpairs]:
-    b, n, _ = lap.shape
-    need = np.minimum(n, k + (comps.num_comp if trivial == "drop" else 0 * comps.num_comp))
-    guard: AbstractContextManager[None] = (
-        nullcontext() if n <= FULL_EIGH_MAX_NODES else blas_single_threaded()
-    )
-    with guard:
-        solved = _map(lambda i: _solve_one(lap[i], max(int(need[i]) - 1, 0)), b, workers)
-    if b == 1 and solved[0][1].shape[1] == n:
+    b = lap.shape[0]
+    solved = _map(lambda i: _solve_one(lap[i]), b, workers)
+    if b == 1:
         evals, evecs = solved[0][0][None], solved[0][1][None]
-    elif n and all(v.shape[1] == n for _, v in solved):
+    else:
         evals, evecs = np.stack([v for v, _ in solved]), np.stack([v for _, v in solved])
-    else:  # subset solves: pad to the widest
-        m = max((v.shape[1] for _, v in solved), default=0)
-        evals = np.zeros((b, m))
-        evecs = np.zeros((b, n, m), dtype=lap.dtype)
-        for i, (vals, vecs) in enumerate(solved):
-            evals[i, : vals.shape[0]] = vals
-            evecs[i, :, : vecs.shape[1]] = vecs
     picked = select_columns(comps, evals, evecs, k, trivial, canonical_null)
     return [Eigenpairs(*p) for p in zip(*picked, strict=True)]
+
+
+def _medium(
+    graphs: StackedGraphs,
+    ids: np.ndarray,
+    k: int,
+    normalization: str,
+    symmetrize: str,
+    trivial: str,
+    qs: Sequence[float | None],
+    q_mode: str,
+    workers: int,
+) -> list[list[Eigenpairs]]:
+    """:func:`~multipos.graph.medium.medium_eigenpairs` of each graph ``ids``, in order."""
+    ends = np.cumsum(graphs.counts)
+    starts = ends - graphs.counts
+
+    def one(i: int) -> list[Eigenpairs]:
+        g = int(ids[i])
+        e = slice(int(starts[g]), int(ends[g]))
+        return medium_eigenpairs(
+            graphs.row[e],
+            graphs.col[e],
+            graphs.weight[e],
+            int(graphs.sizes[g]),
+            k,
+            normalization,
+            symmetrize,
+            trivial,
+            qs,
+            q_mode,
+        )
+
+    with blas_single_threaded():
+        return _map(one, ids.size, workers)
 
 
 def dense_eigenpairs(
@@ -294,6 +277,13 @@ def dense_eigenpairs(
     out: dict[int, list[Eigenpairs]] = {}
     if ids.size == 0:
         return out
+    big = ids[graphs.sizes[ids] > FULL_EIGH_MAX_NODES]
+    if big.size:
+        each = _medium(graphs, big, k, normalization, symmetrize, trivial, qs, q_mode, workers)
+        out.update(zip(big.tolist(), each, strict=True))
+        ids = ids[graphs.sizes[ids] <= FULL_EIGH_MAX_NODES]
+        if ids.size == 0:
+            return out
     null = trivial == "keep" and any(q is None for q in qs)
     if graphs.sizes.size == 1:  # one graph: no grouping
         edge_graph = np.zeros(graphs.row.size, dtype=np.int64)

@@ -19,11 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from multipos.graph.dense import FULL_EIGH_MAX_NODES
 from multipos.graph.eigensolvers import TIE_TOL, Eigenpairs
+from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
+from multipos.graph.threads import blas_single_threaded
 from multipos.graph.union import StackedGraphs, check_degrees
 
 __all__ = ["small_graph_eigenpairs"]
+
+_ARANGE = np.arange(max(FULL_EIGH_MAX_NODES, 64))
 
 
 def _canonical(vecs: np.ndarray, k: int) -> np.ndarray:
@@ -58,14 +61,30 @@ def small_graph_eigenpairs(
     q_mode: str,
 ) -> list[Eigenpairs] | None:
     """One :class:`Eigenpairs` per entry of ``qs`` for the single graph of ``graphs``, or
-    ``None`` when the batched dense path must take it.
+    ``None`` when the batched dense path must take it (no node, ``symmetrize="none"`` or
+    ``trivial="keep"`` of the real Laplacian up to 96 nodes). Above 96 nodes it is
+    :func:`~multipos.graph.medium.medium_eigenpairs`, as on the batched path.
 
     Raises:
         ValueError: If a weighted degree overflows float64.
     """
     n = int(graphs.sizes[0])
     drop = trivial == "drop"
-    if n == 0 or n > FULL_EIGH_MAX_NODES or symmetrize == "none":
+    if n > FULL_EIGH_MAX_NODES:
+        with blas_single_threaded():
+            return medium_eigenpairs(
+                graphs.row,
+                graphs.col,
+                graphs.weight,
+                n,
+                k,
+                normalization,
+                symmetrize,
+                trivial,
+                qs,
+                q_mode,
+            )
+    if n == 0 or symmetrize == "none":
         return None
     if not drop and any(q is None for q in qs):
         return None
@@ -86,26 +105,36 @@ def _eigenpairs(
     q_mode: str,
 ) -> list[Eigenpairs]:
     drop = trivial == "drop"
-    a = np.zeros((n, n))
-    np.add.at(a, (graphs.row, graphs.col), graphs.weight)  # duplicates add, in edge order
+    # Duplicates add in edge order: bincount adds sequentially from 0.0, as add.at does.
+    a = np.bincount(graphs.row * n + graphs.col, weights=graphs.weight, minlength=n * n)
+    a = a.reshape(n, n)
     a.flat[:: n + 1] = 0.0  # self-loops are dropped
     a_sym = np.maximum(a, a.T) if symmetrize == "union" else (a + a.T) * 0.5
     deg = np.cumsum(a_sym, axis=1)[:, -1]  # a sum in row order
     check_degrees(deg)
     isolated = deg <= 0.0
+    num_iso = int(np.count_nonzero(isolated))
     # Components: reachability by repeated squaring of (A + I) > 0 (exact 0/1 arithmetic).
-    reach = (a_sym > 0) + np.eye(n)
+    # Entries only grow (the diagonal is 1), so an unchanged sum means a fixed point.
+    reach = (a_sym > 0).astype(np.float64)
+    reach.flat[:: n + 1] = 1.0
+    total = reach.sum()
     while True:
-        nxt = np.minimum(reach @ reach, 1.0)
-        if (nxt == reach).all():
+        nxt = reach @ reach
+        np.minimum(nxt, 1.0, out=nxt)
+        grown = nxt.sum()
+        if grown == total:
             break
-        reach = nxt
-    labels = reach.argmax(axis=1)  # lowest node of the component
-    num_iso = int(isolated.sum())
-    c = int(((labels == np.arange(n)) & ~isolated).sum())
+        reach, total = nxt, grown
+    roots = reach.argmax(axis=1) == _ARANGE[:n]  # the lowest node of its component
+    c = int(np.count_nonzero(roots)) - num_iso  # isolated nodes are their own roots
     offset = c if drop else 0
     kv = max(0, min(k, n - num_iso - offset))
     mask = np.arange(k) < kv
+    if num_iso:
+        dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
+    else:  # the same bits as the line above when no node is isolated
+        dinv = 1.0 / np.sqrt(deg)
     out = []
     for q in qs:
         w_re, w_im = a_sym, None
@@ -114,7 +143,7 @@ def _eigenpairs(
             skew = pattern.astype(np.float64) - pattern.T if symmetrize == "union" else a - a.T
             q_eff = q
             if q_mode == "relative":
-                one_way = int((pattern & ~pattern.T).sum())
+                one_way = int(np.count_nonzero(pattern & ~pattern.T))
                 q_eff = q / float(max(1, min(one_way, n)))
             ri, ci = np.nonzero(skew)
             theta = (2.0 * math.pi * q_eff) * skew[ri, ci]
@@ -123,11 +152,11 @@ def _eigenpairs(
             w_re[ri, ci] = a_sym[ri, ci] * np.cos(theta)
             w_im[ri, ci] = a_sym[ri, ci] * np.sin(theta)
         if normalization == "sym":
-            dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
-            lap = -(dinv[:, None] * w_re) * dinv[None, :]
-            diag = np.where(isolated, 3.0, 1.0)
+            d_col = dinv[:, None]
+            lap = -(d_col * w_re) * dinv
+            diag: np.ndarray | float = np.where(isolated, 3.0, 1.0) if num_iso else 1.0
             if w_im is not None:
-                lap_im = -(dinv[:, None] * w_im) * dinv[None, :]
+                lap_im = -(d_col * w_im) * dinv
         else:
             lap = -w_re
             diag = np.where(isolated, 2.0 * deg.max() + 1.0, deg)
@@ -140,10 +169,13 @@ def _eigenpairs(
             lap = full
         vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(lap))
         vals, vecs = vals_t.numpy(), vecs_t.numpy()
-        sel = np.zeros((n, k), dtype=vecs.dtype)
-        sel[:, :kv] = vecs[:, offset : offset + kv]
+        if kv == k:
+            sel = vecs[:, offset : offset + k]
+        else:
+            sel = np.zeros((n, k), dtype=vecs.dtype)
+            sel[:, :kv] = vecs[:, offset : offset + kv]
         if num_iso:
-            sel[isolated] = 0.0
+            sel = np.where(isolated[:, None], 0.0, sel)
         values = np.zeros(k)
         values[:kv] = vals[offset : offset + kv]
         out.append(Eigenpairs(_canonical(sel, k) + 0.0, values, mask))

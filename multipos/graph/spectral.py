@@ -53,8 +53,11 @@ def eigen_pe_many(
     else:
         sparse_ids = np.flatnonzero(sizes > 0)
     sparse_solver = "arpack" if solver == "auto" else solver
+    one = sizes.size == 1 and (
+        solver == "dense" or (solver == "auto" and sizes[0] <= DENSE_MAX_NODES)
+    )
     with torch_single_threaded() as threads:
-        if sizes.size == 1 and solver in ("auto", "dense"):
+        if one:
             fast = small_graph_eigenpairs(graphs, k, normalization, symmetrize, trivial, qs, q_mode)
             if fast is not None:
                 return [fast]

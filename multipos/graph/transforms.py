@@ -36,6 +36,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -47,8 +48,9 @@ from multipos.graph.batched import (
     unpack_graph,
 )
 from multipos.graph.checks import check_choice, check_eigen_options, check_q
-from multipos.graph.laplacian import LaplacianPE, laplacian_pe_many
-from multipos.graph.magnetic import MagneticLaplacianPE, magnetic_laplacian_pe_many, squeeze_q
+from multipos.graph.eigensolvers import Eigenpairs
+from multipos.graph.laplacian import LaplacianPE
+from multipos.graph.magnetic import MagneticLaplacianPE
 from multipos.graph.options import (
     MAGNETIC_SYMMETRIZE,
     Q_MODES,
@@ -59,8 +61,8 @@ from multipos.graph.options import (
     Symmetrize,
     Trivial,
 )
+from multipos.graph.spectral import eigen_pe_many
 from multipos.graph.transform_base import Transform, check_data, check_name, check_prefix
-from multipos.graph.union import StackedGraphs
 from multipos.graph.walk_transform import AddDirectionalRandomWalkPE, pairwise_to_dense
 
 __all__ = [
@@ -79,6 +81,11 @@ def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     counts = torch.tensor(sizes, dtype=torch.long)
     repeated = stacked.repeat_interleave(counts, dim=0)  # (N_total, ...)
     return torch.split(repeated, list(sizes))
+
+
+def _repeat_rows(x: np.ndarray, n: int) -> Tensor:
+    """``x`` repeated on ``n`` nodes, ``(n, *x.shape)``, as a tensor."""
+    return torch.from_numpy(np.repeat(x[None], n, axis=0))
 
 
 class _SpectralTransform(Transform):
@@ -107,13 +114,32 @@ class _SpectralTransform(Transform):
             data[f"{p}_mask"] = m
         return list(data_list)
 
-    def _run_one(self, graph: StackedGraphs) -> Any:
-        """The result for one validated graph (options were checked at construction)."""
+    def _potentials(self) -> tuple[list[float | None], str]:
+        """The potentials ``q`` of :func:`eigen_pe_many` (``None``: the real Laplacian)."""
+        raise NotImplementedError
+
+    def _write_one(self, data: Data, pairs: list[Eigenpairs]) -> None:
+        """Set the attributes of one graph from its eigenpairs (one per potential)."""
         raise NotImplementedError
 
     def forward(self, data: Data) -> Data:
+        # The per-graph path (a dataset's pre_transform): straight from the eigenpairs to the
+        # attributes, the same values as apply_many's.
         graph = one_graph(*unpack_graph(check_data(data), self.weight_attr))
-        return self._write([data], [self._run_one(graph)])[0]
+        qs, q_mode = self._potentials()
+        pairs = eigen_pe_many(
+            graph,
+            self.k,
+            self.normalization,
+            self.symmetrize,
+            self.trivial,
+            self.solver,
+            self.tol,
+            qs,
+            q_mode,
+        )[0]
+        self._write_one(data, pairs)
+        return data
 
     def apply_many(self, data_list: Sequence[Data]) -> list[Data]:
         """Transform many graphs at once with batched eigensolvers; returns shallow copies.
@@ -195,10 +221,14 @@ class AddLaplacianPE(_SpectralTransform):
             weight_attr=self.weight_attr,
         )
 
-    def _run_one(self, graph: StackedGraphs) -> LaplacianPE:
-        return laplacian_pe_many(
-            graph, self.k, self.normalization, self.symmetrize, self.trivial, self.solver, self.tol
-        )[0]
+    def _potentials(self) -> tuple[list[float | None], str]:
+        return [None], "absolute"
+
+    def _write_one(self, data: Data, pairs: list[Eigenpairs]) -> None:
+        r, p = pairs[0], self.attr_prefix
+        data[f"{p}_pe"] = torch.from_numpy(r.vectors.astype(np.float32))
+        data[f"{p}_eigenvalues"] = _repeat_rows(r.values.astype(np.float32), r.vectors.shape[0])
+        data[f"{p}_mask"] = _repeat_rows(r.mask, r.vectors.shape[0])
 
     def _vectors(self, result: LaplacianPE) -> dict[str, Tensor]:
         return {"pe": result.vectors}
@@ -281,21 +311,22 @@ class AddMagneticLaplacianPE(_SpectralTransform):
             weight_attr=self.weight_attr,
         )
 
-    def _run_one(self, graph: StackedGraphs) -> MagneticLaplacianPE:
-        many = isinstance(self.q, tuple)
+    def _potentials(self) -> tuple[list[float | None], str]:
         qs = list(self.q) if isinstance(self.q, tuple) else [self.q]
-        r = magnetic_laplacian_pe_many(
-            graph,
-            self.k,
-            qs,
-            self.q_mode,
-            self.normalization,
-            self.symmetrize,
-            self.trivial,
-            self.solver,
-            self.tol,
-        )[0]
-        return r if many else squeeze_q(r)
+        return [None if q == 0.0 else q for q in qs], self.q_mode  # q = 0: the real path
+
+    def _write_one(self, data: Data, pairs: list[Eigenpairs]) -> None:
+        p, n = self.attr_prefix, pairs[0].vectors.shape[0]
+        if isinstance(self.q, tuple):  # a Q axis: (N, Q, K)
+            vecs = np.stack([r.vectors for r in pairs], axis=1)
+            values = np.stack([r.values for r in pairs])
+            mask = np.stack([r.mask for r in pairs])
+        else:
+            vecs, values, mask = pairs[0].vectors, pairs[0].values, pairs[0].mask
+        data[f"{p}_pe_real"] = torch.from_numpy(np.real(vecs).astype(np.float32))
+        data[f"{p}_pe_imag"] = torch.from_numpy(np.imag(vecs).astype(np.float32))
+        data[f"{p}_eigenvalues"] = _repeat_rows(values.astype(np.float32), n)
+        data[f"{p}_mask"] = _repeat_rows(mask, n)
 
     def _vectors(self, result: MagneticLaplacianPE) -> dict[str, Tensor]:
         return {"pe_real": result.real, "pe_imag": result.imag}
