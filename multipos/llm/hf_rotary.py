@@ -186,12 +186,14 @@ def _recompute_inv_freq(rotary: nn.Module, rope_type: str) -> Tensor:
             f"the frequencies of {type(rotary).__name__} are no longer float32 and it has no "
             "config to recompute them from; apply the adapter before casting the model"
         )
-    init: Any = getattr(rotary, "compute_default_rope_parameters", None)
-    if rope_type != "default" or init is None:
+    default: Any = getattr(rotary, "compute_default_rope_parameters", None)
+    inv_freq: Tensor
+    if rope_type == "default" and default is not None:
+        inv_freq = default(config)[0]
+    else:
         from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-        init = ROPE_INIT_FUNCTIONS[rope_type]
-    inv_freq: Tensor = init(config, None)[0]
+        inv_freq = ROPE_INIT_FUNCTIONS[rope_type](config, None)[0]
     return inv_freq.to(torch.float32)
 
 

@@ -194,6 +194,9 @@ def test_bf16_model_keeps_float32_positions_and_angles(llama):
     hf = copy.deepcopy(llama).to(torch.bfloat16).model.rotary_emb
     hf_cos, _ = hf(x, pos)
     assert (hf_cos.double() - exact).abs().max() > 0.1
+    # Applied after the cast: the float32 frequencies are recomputed from the config.
+    late = apply_llama_positions(copy.deepcopy(llama).to(torch.bfloat16)).model.rotary_emb
+    assert torch.equal(late.inv_freq, llama.model.rotary_emb.inv_freq)
     # Positions reach the rotary module as float32 during generate() of a bf16 model.
     seen = []
     handle = rotary.register_forward_pre_hook(
@@ -210,6 +213,46 @@ def test_bf16_model_keeps_float32_positions_and_angles(llama):
         )
     handle.remove()
     assert seen and set(seen) == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "linear", "factor": 2.0},
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ],
+)
+def test_llama_scaled_rotary_types_are_kept(rope):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        rope_parameters={"rope_theta": 100.0, **rope},
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids, mask = _llama_batch()
+    pos = v2pe_position_ids(ids, IMG, mask, delta=1.0)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask, position_ids=pos.long()).logits
+        adapted = apply_llama_positions(copy.deepcopy(model))
+        assert torch.equal(
+            adapted(input_ids=ids, attention_mask=mask, position_ids=pos).logits, want
+        )
+        late = apply_llama_positions(copy.deepcopy(model).to(torch.bfloat16)).model.rotary_emb
+    assert torch.equal(late.inv_freq, model.model.rotary_emb.inv_freq)
+    assert late.attention_scaling == model.model.rotary_emb.attention_scaling
 
 
 def test_rotary_sections_take_each_axis(llama):
