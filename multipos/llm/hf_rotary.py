@@ -12,6 +12,7 @@ assumes integer, one-axis positions: packed-sequence detection from ``position_i
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -272,22 +273,27 @@ def install_continuation(model: nn.Module, continuation: Continuation) -> None:
     Raises:
         TypeError: If ``model`` is not a ``transformers`` generation model.
     """
-    original = getattr(model, "_update_model_kwargs_for_generation", None)
-    if original is None:
+    if not callable(getattr(type(model), "_update_model_kwargs_for_generation", None)):
         raise TypeError(
             f"model must be a transformers model with generate(), got {type(model).__name__}"
         )
-    original = getattr(original, "_multipos_original", original)
+    # A method bound to the model, so that copy.deepcopy(model) rebinds it to the copy.
+    model._multipos_continuation = continuation  # type: ignore[assignment]
+    bound = types.MethodType(_update_model_kwargs, model)
+    setattr(model, "_update_model_kwargs_for_generation", bound)  # noqa: B010
 
-    def update(outputs: Any, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        previous = model_kwargs.get("position_ids")
-        out = original(outputs, model_kwargs, *args, **kwargs)
-        extended = out.get("position_ids")
-        if isinstance(previous, Tensor) and isinstance(extended, Tensor):
-            added = extended.shape[-1] - previous.shape[-1]
-            if added > 0:
-                out["position_ids"] = torch.cat((previous, continuation(previous, added)), -1)
-        return out
 
-    update._multipos_original = original  # type: ignore[attr-defined]
-    setattr(model, "_update_model_kwargs_for_generation", update)  # noqa: B010
+def _update_model_kwargs(
+    self: nn.Module, outputs: Any, model_kwargs: dict[str, Any], *args: Any, **kwargs: Any
+) -> Any:
+    previous = model_kwargs.get("position_ids")
+    out = type(self)._update_model_kwargs_for_generation(  # type: ignore[attr-defined]
+        self, outputs, model_kwargs, *args, **kwargs
+    )
+    extended = out.get("position_ids")
+    if isinstance(previous, Tensor) and isinstance(extended, Tensor):
+        added = extended.shape[-1] - previous.shape[-1]
+        if added > 0:
+            continuation: Continuation = self._multipos_continuation  # type: ignore[assignment]
+            out["position_ids"] = torch.cat((previous, continuation(previous, added)), dim=-1)
+    return out

@@ -135,6 +135,17 @@ def test_llama_generate_with_cache_equals_recomputation(llama, delta):
         assert not torch.equal(_greedy_without_cache(adapted, ids, mask, ones, 8), want)
 
 
+def test_adapted_model_survives_deepcopy(llama):
+    ids, mask = _llama_batch()
+    pos = v2pe_position_ids(ids, IMG, mask, delta=0.25)
+    adapted = apply_llama_positions(copy.deepcopy(llama))
+    twin = copy.deepcopy(adapted)
+    assert twin._update_model_kwargs_for_generation.__self__ is twin
+    with torch.no_grad():
+        got = twin.generate(ids, attention_mask=mask, position_ids=pos, max_new_tokens=5)
+    assert torch.equal(got, _greedy_without_cache(adapted, ids, mask, pos, 5))
+
+
 def test_continuation_rounds_up_after_a_trailing_image():
     pos = torch.tensor([[0.0, 1.0, 1.25, 1.5, 1.75], [0.0, 1.0, 2.0, 3.0, 4.0]])
     assert v2pe_continuation(pos, 2).tolist() == [[3.0, 4.0], [5.0, 6.0]]
