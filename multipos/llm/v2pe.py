@@ -116,7 +116,10 @@ def v2pe_positions(
         generator: Required when ``delta`` is a set; the only source of randomness.
 
     Returns:
-        ``(L,)`` float32 positions (computed in float64, cast once).
+        ``(L,)`` float32 positions (computed in float64, cast once). float32 holds a step of
+        :math:`\delta = 2^{-k}` exactly below position :math:`2^{24-k}` (65,536 for
+        :math:`\delta = 1/256`); beyond it visual positions round to the nearest float32, as
+        the official code's float32 positions do. Text positions stay exact to :math:`2^{24}`.
 
     Raises:
         TypeError: On a segment that is not a ``(kind, count)`` pair, non-int counts, or a
