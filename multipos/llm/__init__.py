@@ -7,7 +7,7 @@ need only torch; ``transformers`` is used only by the models the adapters are ap
 """
 
 from multipos.llm.code_hierarchy import CodeHierarchy, CodeSpan, code_hierarchy
-from multipos.llm.hf_hirope import HiRoPEHandle, apply_hirope
+from multipos.llm.hf_hirope import HiRoPEHandle, apply_hirope, hirope_continuation
 from multipos.llm.hf_llama import apply_llama_positions
 from multipos.llm.hf_qwen2_vl import apply_qwen2_vl_positions, mrope_continuation
 from multipos.llm.hf_rotary import Continuation, HFRotaryEmbedding, v2pe_continuation
@@ -34,6 +34,7 @@ __all__ = [
     "apply_llama_positions",
     "apply_qwen2_vl_positions",
     "code_hierarchy",
+    "hirope_continuation",
     "hirope_positions",
     "hirope_sections",
     "mrope_continuation",

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from multipos.llm.hf_rotary import HFRotaryEmbedding
+from multipos.llm.hf_rotary import HFRotaryEmbedding, install_continuation
 from multipos.llm.hirope import hirope_sections, window_logits
 from multipos.rotary import apply_rotary
 
-__all__ = ["HiRoPEHandle", "apply_hirope"]
+__all__ = ["HiRoPEHandle", "apply_hirope", "hirope_continuation"]
 
 WINDOW_ATTENTION = "multipos_hirope_window"
 
@@ -56,13 +56,43 @@ class HiRoPEHandle:
         self._restore_attention = restore_attention
 
     def remove(self) -> None:
-        """Remove the hooks (and the window attention function) from the model."""
+        """Remove the hooks, the window attention function and the ``generate()`` continuation."""
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
+        if "_update_model_kwargs_for_generation" in vars(self.model):
+            del self.model._update_model_kwargs_for_generation  # back to the class's method
         if self._restore_attention is not None:
             self.model.config._attn_implementation = self._restore_attention
             self._restore_attention = None
+
+
+def hirope_continuation(position_ids: Tensor, num_new: int) -> Tensor:
+    r"""HiRoPE positions of ``num_new`` generated tokens: they extend the last block.
+
+    The token level counts on, the higher levels stay where the prompt ended (a generated
+    token cannot know that it opens a new block):
+
+    .. math::
+        p_{L + k} = (p^{(0)}_L + k, p^{(1)}_L, \ldots), \qquad k = 1, \dots, n.
+
+    ``(B, L)`` flat positions continue as ``last + k`` (``transformers``' own rule).
+
+    Args:
+        position_ids: ``(levels, B, L)`` or ``(B, L)``.
+        num_new: Generated tokens ``n``.
+
+    Returns:
+        ``(levels, B, n)`` or ``(B, n)``.
+    """
+    last = position_ids[..., -1:]
+    steps = torch.arange(1, num_new + 1, dtype=position_ids.dtype, device=position_ids.device)
+    out = last.expand(*position_ids.shape[:-1], num_new).clone()
+    if position_ids.dim() == 3:
+        out[0] += steps
+    else:
+        out += steps
+    return out
 
 
 def _decoder(model: nn.Module) -> Any:
@@ -163,9 +193,10 @@ def apply_hirope(
     Positions come in through ``position_ids`` of shape ``(levels, B, L)`` (from
     :func:`multipos.llm.hirope_positions`, stacked over the batch); the model's own masks and
     caches see the flat positions ``past + 0..L-1``. A cached step (``past_key_values``) takes
-    the new tokens' hierarchical positions ``(levels, B, L_new)``. ``generate()`` keeps its own
-    2-D bookkeeping and therefore runs the unmodified model; decode step by step with the cache
-    to generate under HiRoPE.
+    the new tokens' hierarchical positions ``(levels, B, L_new)``. ``generate(input_ids,
+    position_ids=positions)`` continues the positions with :func:`hirope_continuation`
+    (generated tokens extend the last block; the continuation hook of
+    :mod:`multipos.llm.hf_rotary`).
 
     Args:
         model: A loaded Llama-family model.
@@ -246,4 +277,6 @@ def apply_hirope(
         _register_window_attention()
         restore = str(config._attn_implementation)
         config._attn_implementation = WINDOW_ATTENTION
+    if hasattr(model, "_update_model_kwargs_for_generation"):
+        install_continuation(model, hirope_continuation)
     return HiRoPEHandle(model, hooks, restore, levels)

@@ -7,7 +7,12 @@ import torch
 
 transformers = pytest.importorskip("transformers", reason="needs the hf extra")
 
-from multipos.llm import apply_hirope, code_hierarchy, hirope_positions  # noqa: E402
+from multipos.llm import (  # noqa: E402
+    apply_hirope,
+    code_hierarchy,
+    hirope_continuation,
+    hirope_positions,
+)
 
 B, L, VOCAB = 2, 14, 61
 
@@ -132,3 +137,28 @@ def test_bad_inputs_raise(model) -> None:
     with pytest.raises(ValueError, match="levels=2"):
         model(ids(), position_ids=torch.zeros(3, B, L, dtype=torch.long))
     handle.remove()
+
+
+@torch.no_grad()
+def test_generate_continues_the_last_block(model) -> None:
+    handle = apply_hirope(model)
+    pos = split_positions()
+    out = model.generate(
+        ids(),
+        attention_mask=torch.ones(B, L, dtype=torch.long),
+        position_ids=pos,
+        max_new_tokens=3,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    # reference: full forwards without cache, generated tokens extend the last block
+    seq, p = ids(), pos
+    for _ in range(3):
+        nxt = model(seq, position_ids=p).logits[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat((seq, nxt), dim=1)
+        p = torch.cat((p, hirope_continuation(p, 1)), dim=-1)
+    assert torch.equal(out, seq)
+    assert p[1, 0, -3:].tolist() == [pos[1, 0, -1].item()] * 3
+    assert p[0, 0, -3:].tolist() == [pos[0, 0, -1].item() + k for k in (1, 2, 3)]
+    handle.remove()
+    assert "_update_model_kwargs_for_generation" not in vars(model)
