@@ -88,7 +88,7 @@ def test_stdlib_files_every_token_placed_and_monotone(name: str, tokenizer) -> N
     assert bool((token[1:][~same] == 0).all()) and token[0] == 0  # restart in a new block
     assert int(block[-1]) >= len(h.definitions())  # every definition opens a block
     # the token holding a definition's first character opens its block
-    starts = offsets[:, 0]
+    starts = offsets[:, 0].contiguous()
     for span in h.definitions():
         t = int(torch.searchsorted(starts, span.start, right=True)) - 1
         assert token[t] == 0, (name, span)
