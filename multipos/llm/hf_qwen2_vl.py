@@ -2,6 +2,7 @@ r"""Our M-RoPE / V2PE position ids inside Hugging Face Qwen2-VL-family models.""
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import torch
@@ -30,6 +31,20 @@ def mrope_continuation(position_ids: Tensor, num_new: int) -> Tensor:
     return v2pe_continuation(position_ids, num_new)
 
 
+def _decoding_positions(self: nn.Module, *args: Any, **kwargs: Any) -> Tensor | None:
+    # transformers 5.23 builds the positions of tokens decoded with a cache (and no
+    # position_ids) from the whole attention mask, one per cached token too; keep the new ones.
+    positions: Tensor | None = type(self).compute_3d_position_ids(  # type: ignore[attr-defined]
+        self, *args, **kwargs
+    )
+    embeds = kwargs.get("inputs_embeds", args[1] if len(args) > 1 else None)
+    if isinstance(positions, Tensor) and isinstance(embeds, Tensor):
+        length = embeds.shape[1]
+        if positions.shape[-1] > length:
+            positions = positions[..., -length:]
+    return positions
+
+
 def apply_qwen2_vl_positions(
     model: nn.Module,
     *,
@@ -48,7 +63,10 @@ def apply_qwen2_vl_positions(
     2. The language model's rotary module becomes :class:`~multipos.llm.HFRotaryEmbedding`
        with the model's ``mrope_section``: the same frequencies, kept in float32 under
        bf16, angles from float32 positions.
-    3. ``generate()`` continues generated tokens one past the largest prompt position on
+    3. A forward with a cache and no ``position_ids`` (decoding by hand) places the new
+       tokens at ``cumsum(attention_mask) - 1 + rope_deltas``, keeping only the new tokens'
+       positions (``transformers`` 5.23 returns one per cached token as well and fails).
+    4. ``generate()`` continues generated tokens one past the largest prompt position on
        every axis (rounded up after a trailing image) instead of ``last + 1`` per axis.
 
     Qwen2.5-VL-style models (video frames spaced by ``tokens_per_second``) are accepted for
@@ -125,6 +143,8 @@ def apply_qwen2_vl_positions(
         return result.position_ids, result.rope_deltas
 
     inner.get_rope_index = get_rope_index
+    if callable(getattr(type(inner), "compute_3d_position_ids", None)):
+        inner.compute_3d_position_ids = types.MethodType(_decoding_positions, inner)
     if not isinstance(rotary, HFRotaryEmbedding):
         sections = getattr(rotary, "mrope_section", None)
         if sections is None:

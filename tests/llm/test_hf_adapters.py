@@ -386,6 +386,34 @@ def test_qwen2_vl_generate_with_cache_equals_recomputation(qwen, delta):
         )
 
 
+def test_qwen2_vl_manual_decoding_uses_rope_deltas(qwen):
+    # A forward with a cache and no position_ids: the new token sits at
+    # cumsum(attention_mask) - 1 + rope_deltas, with the rope_deltas our ids returned
+    # (transformers 5.23 alone fails here: it builds positions for the cached tokens too).
+    batch = _qwen_batch()
+    adapted = apply_qwen2_vl_positions(copy.deepcopy(qwen), delta=0.25)
+    token = torch.tensor([[11], [12]])
+    mask = torch.cat((batch["attention_mask"], torch.ones_like(token)), dim=-1)
+    with torch.no_grad():
+        prompt = adapted(**batch, use_cache=True)
+        step = adapted(
+            input_ids=token, attention_mask=mask, past_key_values=prompt.past_key_values
+        ).logits[:, -1]
+        pos = mrope_positions(
+            batch["input_ids"],
+            image_grid_thw=batch["image_grid_thw"],
+            video_grid_thw=batch["video_grid_thw"],
+            attention_mask=batch["attention_mask"],
+            image_token_id=IMG,
+            video_token_id=VID,
+            delta=0.25,
+        ).position_ids
+        pos = torch.cat((pos, v2pe_continuation(pos, 1)), dim=-1)
+        ids = torch.cat((batch["input_ids"], token), dim=-1)
+        full = adapted(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-5)
+
+
 def test_qwen2_vl_packed_rows_equal_separate_samples(qwen):
     adapted = apply_qwen2_vl_positions(copy.deepcopy(qwen), delta=0.5)
     a = [1, START, *[IMG] * 4, END, 5]
