@@ -94,6 +94,24 @@ def small_graph_eigenpairs(
     return _eigenpairs(graphs, n, k, normalization, symmetrize, trivial, qs, q_mode)
 
 
+def _num_components(a_sym: np.ndarray, n: int, num_iso: int) -> int:
+    """Connected components with an edge: reachability by repeated squaring of
+    ``(A + I) > 0`` (exact 0/1 arithmetic). Entries only grow (the diagonal is 1), so an
+    unchanged sum means a fixed point."""
+    reach = (a_sym > 0).astype(np.float64)
+    reach.flat[:: n + 1] = 1.0
+    total = reach.sum()
+    while True:
+        nxt = reach @ reach
+        np.minimum(nxt, 1.0, out=nxt)
+        grown = nxt.sum()
+        if grown == total:
+            break
+        reach, total = nxt, grown
+    roots = reach.argmax(axis=1) == _ARANGE[:n]  # the lowest node of its component
+    return int(np.count_nonzero(roots)) - num_iso  # isolated nodes are their own roots
+
+
 def _eigenpairs(
     graphs: StackedGraphs,
     n: int,
@@ -114,23 +132,15 @@ def _eigenpairs(
     check_degrees(deg)
     isolated = deg <= 0.0
     num_iso = int(np.count_nonzero(isolated))
-    # Components: reachability by repeated squaring of (A + I) > 0 (exact 0/1 arithmetic).
-    # Entries only grow (the diagonal is 1), so an unchanged sum means a fixed point.
-    reach = (a_sym > 0).astype(np.float64)
-    reach.flat[:: n + 1] = 1.0
-    total = reach.sum()
-    while True:
-        nxt = reach @ reach
-        np.minimum(nxt, 1.0, out=nxt)
-        grown = nxt.sum()
-        if grown == total:
-            break
-        reach, total = nxt, grown
-    roots = reach.argmax(axis=1) == _ARANGE[:n]  # the lowest node of its component
-    c = int(np.count_nonzero(roots)) - num_iso  # isolated nodes are their own roots
-    offset = c if drop else 0
-    kv = max(0, min(k, n - num_iso - offset))
-    mask = np.arange(k) < kv
+    # The number c of components is needed only to drop their c lowest pairs. For a 0/1
+    # adjacency (the common unweighted case) it is the number of zero eigenvalues of the real
+    # Laplacian, read from the spectrum computed anyway: a connected graph of at most 96
+    # nodes has lambda_2 >= 1 / (diameter * volume) > 1e-6 (Chung, "Spectral Graph Theory",
+    # Lemma 1.9) or >= 4 / (n * diameter) for D - A (Mohar), against rounding errors below
+    # 1e-13, so the count is exact. Otherwise it comes from exact reachability.
+    c = -1
+    if drop and not (qs == [None] and np.count_nonzero(a_sym == 1.0) == np.count_nonzero(a_sym)):
+        c = _num_components(a_sym, n, num_iso)
     if num_iso:
         dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
     else:  # the same bits as the line above when no node is isolated
@@ -169,6 +179,10 @@ def _eigenpairs(
             lap = full
         vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(lap))
         vals, vecs = vals_t.numpy(), vecs_t.numpy()
+        if c < 0 and drop:  # the real Laplacian of a 0/1 adjacency: see above
+            c = int(np.count_nonzero(vals < 1e-9))
+        offset = c if drop else 0
+        kv = max(0, min(k, n - num_iso - offset))
         if kv == k:
             sel = vecs[:, offset : offset + k]
         else:
@@ -178,5 +192,5 @@ def _eigenpairs(
             sel = np.where(isolated[:, None], 0.0, sel)
         values = np.zeros(k)
         values[:kv] = vals[offset : offset + kv]
-        out.append(Eigenpairs(_canonical(sel, k) + 0.0, values, mask))
+        out.append(Eigenpairs(_canonical(sel, k) + 0.0, values, np.arange(k) < kv))
     return out
