@@ -326,3 +326,15 @@ def test_attention_rejects_gta_combinations_that_do_not_compose() -> None:
         attention(q, k, v, transform_values=False)
     with pytest.raises(TypeError, match="gta must be a GTARepresentation"):
         attention(q, k, v, gta=so2_blocks(coords, 2))  # type: ignore[arg-type]
+
+
+def test_gradients_through_every_block_kind() -> None:
+    g = torch.Generator().manual_seed(9)
+    ext = _rigid(1, 2, generator=g)
+    coords = torch.rand(1, 6, 2, generator=g, dtype=torch.float64)
+    rep = _multiview_rep(ext, coords, 20, num_se3=2, num_freqs=2)  # 8 SE(3), 8 SO(2), 4 identity
+    q, k, v = (
+        torch.randn(1, 2, 6, 20, generator=g, dtype=torch.float64).requires_grad_()
+        for _ in range(3)
+    )
+    assert torch.autograd.gradcheck(lambda a, b, c: gta_attention(a, b, c, rep), (q, k, v))
