@@ -134,3 +134,26 @@ def test_same_bits_with_one_or_two_torch_and_blas_threads() -> None:
         assert len(tensors) == len(reference)
         for a, b in zip(reference, tensors, strict=True):
             assert torch.equal(a, b), setting
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_component_count_from_the_spectrum_is_exact(seed) -> None:
+    # Up to 96 nodes the per-graph path reads the number of components of a 0/1 graph from
+    # its zero eigenvalues; the batched path counts them by reachability. Sparse random
+    # graphs with several components, isolated nodes and long paths (small lambda_2).
+    g = torch.Generator().manual_seed(seed)
+    n = 40 + 10 * seed
+    parts, start = [], 0
+    for size in (n // 2, n // 3, 2, 1):
+        line = torch.arange(start, start + size - 1)
+        parts.append(torch.stack([line, line + 1]))
+        start += size
+    extra = torch.randint(0, n // 2, (2, 3), generator=g)  # chords inside the long path
+    ei = torch.cat([*parts, extra], dim=1)
+    graphs = [Data(edge_index=torch.cat([ei, ei.flip(0)], dim=1), num_nodes=n)]
+    for transform in (AddLaplacianPE(k=8), AddLaplacianPE(k=8, normalization="none")):
+        one = transform(graphs[0].clone())
+        many = transform.apply_many(graphs + _batch(graphs[0], copies=1))
+        for key in _keys(one):
+            assert torch.equal(many[0][key], one[key]), key
+        assert int(one.laplacian_mask[0].sum()) == min(8, n - 3 - 1)  # 3 components, 1 isolated
