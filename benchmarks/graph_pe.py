@@ -10,7 +10,10 @@ Cases: 2,000 Erdos-Renyi graphs with 20-40 nodes (average degree 4); 199 kNN-6 p
 graphs with 100-400 nodes; one 50,000-node Erdos-Renyi graph (average degree 10). The
 magnetic PE runs on the same graphs with every edge given one random orientation.
 ``*_per_graph`` rows call the transform once per graph inside ``T.Compose``, as a PyG
-dataset's ``pre_transform`` does, against PyG's transform called the same way. The last row
+dataset's ``pre_transform`` does, against PyG's transform called the same way on the same
+graphs (the magnetic PE and the random walk read the oriented copies; PyG's Laplacian PE, the
+baseline of every row, reads the undirected graphs). Every contender runs once as a warm-up
+before the timed repetitions. The last row
 times the exact node-form random walk on a 100,000-node graph (out-degree 5) in a fresh
 process, with the peak of its traced (numpy / scipy) allocations from a second, traced run
 and the process's peak RSS (no baseline: materialising ``P^t`` there needs gigabytes).
@@ -22,8 +25,9 @@ import os
 
 # One BLAS thread per LAPACK call for both sides: on a shared machine, idle OpenMP/OpenBLAS
 # threads spin and make small LAPACK calls up to 1000x slower, which would flatter or punish
-# either side at random. multipos spreads its batched groups over torch's intra-op threads
-# (set below to the machine's cores, or --threads); PyG's transform works one graph at a time.
+# either side at random. torch runs one intra-op thread too (--threads 1, the default), so
+# both sides compute on one core; with --threads T multipos's apply_many spreads its graphs
+# over T Python threads, while PyG's transform still works one graph at a time.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
@@ -128,8 +132,12 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    torch.set_num_threads(parser.parse_args().threads)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--skip-large", action="store_true", help="only the 20-40 and 100-400-node cases"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     pyg = T.AddLaplacianEigenvectorPE(k=K, is_undirected=True)
     lap = AddLaplacianPE(k=K)
@@ -141,7 +149,7 @@ def main() -> None:
         ours=torch.get_num_threads(),
         baseline=1,
         ratio=float(torch.get_num_threads()),
-        note="torch intra-op threads for multipos; BLAS single-threaded for both",
+        note="torch intra-op threads (both sides); BLAS single-threaded for both",
     )
 
     small = small_graphs(2000)
@@ -160,9 +168,7 @@ def main() -> None:
         "batched_function": lambda: batched_laplacian_pe(small, K),
         "magnetic_apply_many": lambda: mag.apply_many(small_dir),
     }
-    fns["pyg"]()
-    fns["transform_apply_many"]()
-    times = alternate(fns, 5)
+    times = alternate(fns, 5, warmup=1)
     ratio_rows(
         "2000 graphs, 20-40 nodes",
         times,
@@ -188,8 +194,9 @@ def main() -> None:
         "transform_per_graph": lambda: [lap_pre(d) for d in medium],
         "magnetic_apply_many": lambda: mag.apply_many(medium_dir),
         "magnetic_per_graph": lambda: [mag_pre(d) for d in medium_dir],
+        "random_walk_per_graph": lambda: [walk_pre(d) for d in medium_dir],
     }
-    times = alternate(fns, 5)
+    times = alternate(fns, 5, warmup=1)
     ratio_rows(
         "199 kNN-6 graphs, 100-400 nodes",
         times,
@@ -198,10 +205,13 @@ def main() -> None:
             ("transform_per_graph", "pyg"),
             ("magnetic_apply_many", "pyg"),
             ("magnetic_per_graph", "pyg"),
+            ("random_walk_per_graph", "pyg"),
         ],
-        target="ratio <= 1 for transform_per_graph and magnetic_apply_many",
+        target="ratio <= 1 for *_per_graph and magnetic_apply_many",
     )
 
+    if args.skip_large:
+        return
     n = 50_000
     rng = np.random.default_rng(0)
     directed = torch.from_numpy(np.stack([rng.integers(0, n, 5 * n), rng.integers(0, n, 5 * n)]))
