@@ -19,7 +19,9 @@ from multipos.frequencies import rotary_inv_freq
 __all__ = [
     "Convention",
     "check_block_kind",
+    "check_head_dim",
     "invert_blocks",
+    "repeated_along_n",
     "se3_blocks",
     "so2_angles",
     "so2_blocks",
@@ -210,3 +212,21 @@ def check_block_kind(block: Tensor, kind: str, index: int) -> None:
             raise ValueError(f"{name} is not orthogonal (M^T M != I); use kind 'general'")
     elif kind == "rigid":
         _check_rigid(block, name)
+
+
+def repeated_along_n(block: Tensor) -> bool:
+    """Whether every token's ``n`` blocks are one block: expanded (stride 0), or, outside
+    compilation, equal."""
+    if block.stride(2) == 0:
+        return True
+    return _checking() and torch.equal(block, block[:, :, :1].expand_as(block))
+
+
+def check_head_dim(head_dim: int, covered: int) -> None:
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int):
+        raise TypeError(f"head_dim must be an int, got {head_dim!r}")
+    if covered > head_dim:
+        raise ValueError(
+            f"the blocks cover {covered} channels but head_dim is {head_dim}; the partition "
+            "(sum of n_i * d_i) must fit in the head"
+        )

@@ -35,7 +35,9 @@ from multipos.group_blocks import (
     _checking,
     _wide,
     check_block_kind,
+    check_head_dim,
     invert_blocks,
+    repeated_along_n,
     se3_blocks,
     so2_angles,
     so2_blocks,
@@ -146,7 +148,7 @@ class GTARepresentation:
             raise ValueError(
                 f"angles must be (B or 1, L, n), got {getattr(angles, 'shape', angles)}"
             )
-        _check_head_dim(head_dim, 2 * angles.shape[-1])
+        check_head_dim(head_dim, 2 * angles.shape[-1])
         theta = angles.to(_wide(angles.dtype))
         section = _Rotations.build(0, theta.cos(), theta.sin())
         return cls(head_dim, angles.shape[1], angles.shape[0], (section,))
@@ -179,6 +181,9 @@ class GTARepresentation:
                 that disagree on ``L`` or ``B``, blocks covering more than ``head_dim``
                 channels, an unknown kind or one that does not fit the block (size, structure),
                 NaN/inf or singular blocks.
+
+        Blocks that repeat one matrix along ``n`` (e.g. a camera pose expanded over its
+        channels) are stored once and applied as one matmul per token.
         """
         if isinstance(blocks, Tensor) or not isinstance(blocks, Sequence) or not blocks:
             raise ValueError("blocks must be a non-empty list of (B or 1, L, n, d, d) tensors")
@@ -198,7 +203,7 @@ class GTARepresentation:
                 batch = max(batch, shape[0])
             else:
                 raise ValueError(f"blocks[{i}] has batch {shape[0]}, another block {batch}")
-        _check_head_dim(head_dim, sum(b.shape[2] * b.shape[3] for b in blocks))
+        check_head_dim(head_dim, sum(b.shape[2] * b.shape[3] for b in blocks))
         sections: list[_Rotations | _Matrices] = []
         start = 0
         for i, block in enumerate(blocks):
@@ -210,9 +215,9 @@ class GTARepresentation:
                 raise ValueError(f"kinds[{i}] must be one of {BLOCK_KINDS}, got {kind!r}")
             if (kind == "rotation" and size != 2) or (kind == "rigid" and size != 4):
                 raise ValueError(f"kinds[{i}]={kind!r} does not fit blocks of size {size}")
-            if kind != "rotation" and block.shape[2] > 1 and block.stride(2) == 0:
-                # Blocks expanded along n (one transform per token, as an SE(3) camera pose
-                # repeated over its channels): kept once, applied as one matmul per token.
+            if kind != "rotation" and block.shape[2] > 1 and repeated_along_n(block):
+                # One transform per token repeated along n (an SE(3) camera pose over its
+                # channels): kept once, applied as one matmul per token (several times faster).
                 block = block[:, :, :1]
             mats = block.to(_wide(block.dtype))
             if _checking():
@@ -279,16 +284,6 @@ class GTARepresentation:
     def _device(self) -> torch.device:
         s = self.sections[0]
         return s.cos.device if isinstance(s, _Rotations) else s.matrix.device
-
-
-def _check_head_dim(head_dim: int, covered: int) -> None:
-    if isinstance(head_dim, bool) or not isinstance(head_dim, int):
-        raise TypeError(f"head_dim must be an int, got {head_dim!r}")
-    if covered > head_dim:
-        raise ValueError(
-            f"the blocks cover {covered} channels but head_dim is {head_dim}; the partition "
-            "(sum of n_i * d_i) must fit in the head"
-        )
 
 
 def _pairs_ok(x: Tensor, table: Tensor) -> bool:
