@@ -60,8 +60,8 @@ def _offsets_tensor(offsets: object, source_length: int | None) -> Tensor:
                 f"offsets must be an (L, 2) tensor or nested sequence of ints, got "
                 f"{type(offsets).__name__}: {err}"
             ) from err
-    if table.numel() == 0:
-        table = table.reshape(0, 2)
+    if table.dim() == 1 and table.numel() == 0:  # [] (an empty list has no integer dtype)
+        table = torch.zeros(0, 2, dtype=torch.int64)
     if table.dim() != 2 or table.shape[1] != 2:
         raise ValueError(f"offsets must be (L, 2) (start, end) per token, got {tuple(table.shape)}")
     if table.is_floating_point() or table.is_complex() or table.dtype == torch.bool:

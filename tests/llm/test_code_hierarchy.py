@@ -107,6 +107,11 @@ def test_three_levels_restart_statements_per_block() -> None:
     assert int(statement.max()) > 5
 
 
+def test_no_tokens_give_empty_positions() -> None:
+    for levels in (1, 2, 3):
+        assert hirope_positions(code_hierarchy(SNIPPET), [], levels=levels).shape == (levels, 0)
+
+
 def test_one_level_is_the_flat_index() -> None:
     pos = hirope_positions(code_hierarchy(SNIPPET), chars(SNIPPET), levels=1)
     assert torch.equal(pos, torch.arange(len(SNIPPET)).unsqueeze(0))
