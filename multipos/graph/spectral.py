@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from multipos.graph.dense import dense_eigenpairs
 from multipos.graph.eigensolvers import DENSE_MAX_NODES, Eigenpairs, sparse_eigenpairs
@@ -46,6 +47,13 @@ def eigen_pe_many(
         RuntimeError: If LOBPCG does not converge.
     """
     sizes = graphs.sizes
+    one = sizes.size == 1 and (
+        solver == "dense" or (solver == "auto" and sizes[0] <= DENSE_MAX_NODES)
+    )
+    if one and torch.get_num_threads() == 1:  # the per-graph path, no thread setting to hold
+        fast = small_graph_eigenpairs(graphs, k, normalization, symmetrize, trivial, qs, q_mode)
+        if fast is not None:
+            return [fast]
     if solver == "dense":
         sparse_ids = np.zeros(0, dtype=np.int64)
     elif solver == "auto":
@@ -53,9 +61,6 @@ def eigen_pe_many(
     else:
         sparse_ids = np.flatnonzero(sizes > 0)
     sparse_solver = "arpack" if solver == "auto" else solver
-    one = sizes.size == 1 and (
-        solver == "dense" or (solver == "auto" and sizes[0] <= DENSE_MAX_NODES)
-    )
     with torch_single_threaded() as threads:
         if one:
             fast = small_graph_eigenpairs(graphs, k, normalization, symmetrize, trivial, qs, q_mode)
