@@ -38,7 +38,7 @@ class _HiRoPEInputs:
 
     cos: Tensor  # (B, L, D) hierarchical
     sin: Tensor
-    shift_cos: Tensor  # (B, L, D) rotation from hierarchical to flat angles
+    shift_cos: Tensor  # (B, L, D) rotation from hierarchical to flat angles (window only)
     shift_sin: Tensor
     flat: Tensor  # (B, L) flat positions
     window: int
@@ -252,8 +252,9 @@ def apply_hirope(
         pos = positions.expand(levels, batch, length)
         cos, sin = rope(torch.empty(0, device=device), pos)  # (B, L, D) float32
         # rotation from hierarchical to flat angles (flat (B, L): every level reads it)
-        shift = rope.angles(flat) - rope.angles(pos)
-        shift_cos, shift_sin = _half_tables(shift)
+        shift_cos = shift_sin = cos[:0]  # only the window needs the flat rotation
+        if size > 0:
+            shift_cos, shift_sin = _half_tables(rope.angles(flat) - rope.angles(pos))
         kwargs["position_ids"] = flat
         kwargs["multipos_hirope"] = _HiRoPEInputs(cos, sin, shift_cos, shift_sin, flat, size)
         return args, kwargs
