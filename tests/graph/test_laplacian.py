@@ -174,6 +174,14 @@ def test_directed_input() -> None:
     torch.testing.assert_close(union.vectors, undirected.vectors)
     # the reversed path gives the same PE (orientation-independent)
     torch.testing.assert_close(laplacian_pe(ei.flip(0), 4, k=3).vectors, union.vectors)
+    # the same on a graph above 96 nodes (each graph built alone from its edges)
+    path = torch.stack([torch.arange(149), torch.arange(1, 150)])
+    with pytest.raises(ValueError, match="symmetrize='union' or 'mean'"):
+        laplacian_pe(path, 150, symmetrize="none")
+    both = laplacian_pe(torch.cat([path, path.flip(0)], dim=1), 150, k=3, symmetrize="none")
+    torch.testing.assert_close(laplacian_pe(path, 150, k=3).vectors, both.vectors)
+    with pytest.raises(ValueError, match="overflow"):
+        laplacian_pe(path, 150, edge_weight=torch.full((149,), 1e308, dtype=torch.float64))
 
 
 def test_batched_matches_single() -> None:
