@@ -122,11 +122,13 @@ def _python_spans(source: str) -> list[CodeSpan]:
 
     def visit(body: list[ast.stmt], depth: int) -> None:
         for node in body:
-            first = node.lineno, node.col_offset
+            start = where.char(node.lineno, node.col_offset)
             decorators = getattr(node, "decorator_list", [])
-            if decorators:  # a definition starts at its first decorator
-                first = min(first, *((d.lineno, d.col_offset - 1) for d in decorators))
-            start = where.char(*first)
+            if decorators:  # a definition starts at the "@" of its first decorator
+                d = min(decorators, key=lambda e: (e.lineno, e.col_offset))
+                at = where.char(d.lineno, d.col_offset)
+                found = source.rfind("@", 0, at + 1)
+                start = min(start, found if found >= 0 else at)
             end = where.char(node.end_lineno or node.lineno, node.end_col_offset or 0)
             if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 kind: SpanKind = "class" if isinstance(node, ast.ClassDef) else "function"

@@ -3,7 +3,7 @@
 Used by :func:`multipos.llm.code_hierarchy` for languages other than Python. Definitions are
 recognised by node type across grammars (functions, methods, classes, structs, impls, traits,
 interfaces, enums, modules / namespaces); statements are named nodes whose type ends in
-``statement`` or ``declaration``, or a language's expression statements. Offsets are converted
+``statement`` or ``declaration``. Offsets are converted
 from UTF-8 bytes to characters.
 """
 
@@ -95,7 +95,7 @@ def tree_sitter_spans(source: str, language: str) -> tuple[list[RawSpan] | None,
             kind = "class"
         elif node.type in _FUNCTION_TYPES:
             kind = "function"
-        elif node.type.endswith(("statement", "declaration")) or node.type == "expression":
+        elif node.type.endswith(("statement", "declaration")):
             kind = "statement"
         inner = depth
         if kind is not None:

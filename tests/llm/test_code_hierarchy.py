@@ -57,6 +57,12 @@ def test_python_spans_snapshot() -> None:
     assert SNIPPET[h[6].start : h[6].end] == "print('é', i)"
 
 
+def test_a_definition_starts_at_its_first_decorator() -> None:
+    source = "x = 1\n\n@ spaced (1)\n@other\ndef f():\n    pass\n"
+    (definition,) = code_hierarchy(source).definitions()
+    assert source[definition.start :].startswith("@ spaced")
+
+
 def test_positions_snapshot_with_special_tokens() -> None:
     h = code_hierarchy(SNIPPET)
     offsets = torch.cat((torch.zeros(1, 2, dtype=torch.long), chars(SNIPPET), torch.zeros(1, 2)))
