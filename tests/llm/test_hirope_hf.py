@@ -162,3 +162,17 @@ def test_generate_continues_the_last_block(model) -> None:
     assert p[0, 0, -3:].tolist() == [pos[0, 0, -1].item() + k for k in (1, 2, 3)]
     handle.remove()
     assert "_update_model_kwargs_for_generation" not in vars(model)
+
+
+@torch.no_grad()
+def test_three_levels(model) -> None:
+    source = "def f(x):\n    y = x\n    return y\n\nclass A:\n    z = 1\n"
+    n = len(source)
+    offsets = torch.stack((torch.arange(n), torch.arange(1, n + 1)), dim=1)
+    pos = hirope_positions(code_hierarchy(source), offsets, levels=3).unsqueeze(1)
+    tokens = torch.randint(0, VOCAB, (1, n), generator=torch.Generator().manual_seed(3))
+    reference = model(tokens).logits
+    handle = apply_hirope(model, levels=3, sections=(2, 1, 1))
+    out = model(tokens, position_ids=pos).logits
+    assert bool(torch.isfinite(out).all()) and not torch.allclose(out, reference, atol=1e-5)
+    handle.remove()
