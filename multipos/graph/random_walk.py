@@ -144,6 +144,23 @@ def _dense_stochastic(g: GraphArrays, reverse: bool) -> np.ndarray:
     return p
 
 
+def _return_probabilities_dense(pd: np.ndarray, walk_length: int) -> list[np.ndarray]:
+    """``diag(P^t)`` for ``t = 1..T``: ``diag(P^(a+b))_u = sum_w (P^a)_{uw} (P^b)_{wu}``, so
+    only the powers up to ``ceil(T / 2)`` are formed (half the matrix products)."""
+    powers = [pd]
+    while len(powers) < (walk_length + 1) // 2:
+        powers.append(powers[-1] @ pd)
+    out = []
+    for t in range(1, walk_length + 1):
+        a = (t + 1) // 2
+        b = t - a
+        if b == 0:
+            out.append(np.diag(powers[a - 1]).copy())
+        else:  # row u of P^a times column u of P^b, summed in node order
+            out.append(np.einsum("uw,wu->u", powers[a - 1], powers[b - 1]))
+    return out
+
+
 def _features(
     g: GraphArrays,
     walk_length: int,
@@ -178,10 +195,12 @@ def _features(
     mask = np.zeros((n, n), dtype=bool) if form == "pairwise" else None
     for r in reverses:
         pd = _dense_stochastic(g, r)
+        if mask is None:
+            feats += _return_probabilities_dense(pd, walk_length)
         power = pd
         step = (pd > 0).astype(np.float64)  # walks of one step
         walks = step
-        for t in range(walk_length):
+        for t in range(walk_length if mask is not None else 0):
             if t:
                 power = power @ pd
                 if mask is not None:  # exact walk existence: 0/1 arithmetic, clamped
