@@ -51,7 +51,8 @@ class _Block(nn.Module):
         else:
             out = gta_attention(q, k, v, rep)
         x = x + self.proj(out.transpose(1, 2).reshape(b, length, dim))
-        return x + self.mlp(self.norm2(x))
+        y: Tensor = x + self.mlp(self.norm2(x))
+        return y
 
 
 class MultiViewEncoder(nn.Module):
@@ -113,6 +114,8 @@ class MultiViewEncoder(nn.Module):
             view count differ from the images', non-rigid extrinsics, missing intrinsics for
             rays and intrinsics given to a geometry that does not read them.
     """
+
+    patch_coords: Tensor  # (P, 2) (column, row) of every patch, a buffer
 
     def __init__(
         self,
@@ -265,4 +268,5 @@ class MultiViewEncoder(nn.Module):
         rep = self.representation(extrinsics) if self.gta is not None else None
         for block in self.blocks:
             x = block(x, rep)
-        return self.norm(x)
+        out: Tensor = self.norm(x)
+        return out

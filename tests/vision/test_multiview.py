@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -142,7 +144,7 @@ def test_patch_rays_pass_through_the_patch_centres() -> None:
     ("geometry", "kwargs"),
     [("gta", {}), ("absolute", {}), ("absolute", {"pose_embedding": "rays"}), ("none", {})],
 )
-def test_forward_backward_reaches_every_parameter(geometry: str, kwargs: dict) -> None:
+def test_forward_backward_reaches_every_parameter(geometry: str, kwargs: dict[str, Any]) -> None:
     g = torch.Generator().manual_seed(7)
     model = encoder(geometry, **kwargs).float()
     images, extrinsics = scene(g, batch=2, views=2)
@@ -201,7 +203,7 @@ def test_bad_inputs_raise() -> None:
         ({"patch_position": "sincos"}, "patch_position"),
     ],
 )
-def test_bad_configurations_raise(kwargs: dict, match: str) -> None:
+def test_bad_configurations_raise(kwargs: dict[str, Any], match: str) -> None:
     base = {"image_size": 16, "patch_size": 4, "dim": 32, "num_heads": 2}
     with pytest.raises(ValueError, match=match):
         MultiViewEncoder(**{**base, **kwargs})
