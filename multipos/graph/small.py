@@ -29,7 +29,7 @@ __all__ = ["small_graph_eigenpairs"]
 _ARANGE = np.arange(max(FULL_EIGH_MAX_NODES, 64))
 
 
-def _canonical(vecs: np.ndarray, k: int) -> np.ndarray:
+def _canonical(vecs: np.ndarray, k: int, full: bool) -> np.ndarray:
     """:func:`~multipos.graph.eigensolvers.canonical_phase` on one ``(n, K)`` array."""
     cols = np.arange(k)
     if not np.iscomplexobj(vecs):
@@ -41,10 +41,13 @@ def _canonical(vecs: np.ndarray, k: int) -> np.ndarray:
     mag = np.sqrt(re * re + im * im)
     anchor = (mag >= mag.max(axis=0) - TIE_TOL).argmax(axis=0)
     a_re, a_im, a_abs = re[anchor, cols], im[anchor, cols], mag[anchor, cols]
-    nonzero = a_abs > 0
-    safe = np.where(nonzero, a_abs, 1.0)
-    u_re = np.where(nonzero, a_re / safe, 1.0)
-    u_im = np.where(nonzero, a_im / safe, 0.0)
+    if full:  # every column is a unit eigenvector: the same bits as the general branch
+        u_re, u_im = a_re / a_abs, a_im / a_abs
+    else:
+        nonzero = a_abs > 0
+        safe = np.where(nonzero, a_abs, 1.0)
+        u_re = np.where(nonzero, a_re / safe, 1.0)
+        u_im = np.where(nonzero, a_im / safe, 0.0)
     out = np.empty_like(vecs)
     out.real = re * u_re + im * u_im
     out.imag = im * u_re - re * u_im
@@ -150,13 +153,19 @@ def _eigenpairs(
         w_re, w_im = a_sym, None
         if q is not None:
             pattern = a > 0
-            skew = pattern.astype(np.float64) - pattern.T if symmetrize == "union" else a - a.T
+            if symmetrize == "union":  # S = [a_uv > 0] - [a_vu > 0]: non-zero on one-way pairs
+                ri, ci = np.nonzero(pattern != pattern.T)
+                one_way = ri.size // 2
+                skew_rc = np.where(pattern[ri, ci], 1.0, -1.0)
+            else:
+                skew = a - a.T
+                one_way = int(np.count_nonzero(pattern & ~pattern.T))
+                ri, ci = np.nonzero(skew)
+                skew_rc = skew[ri, ci]
             q_eff = q
             if q_mode == "relative":
-                one_way = int(np.count_nonzero(pattern & ~pattern.T))
                 q_eff = q / float(max(1, min(one_way, n)))
-            ri, ci = np.nonzero(skew)
-            theta = (2.0 * math.pi * q_eff) * skew[ri, ci]
+            theta = (2.0 * math.pi * q_eff) * skew_rc
             w_re = a_sym.copy()
             w_im = np.zeros((n, n))
             w_re[ri, ci] = a_sym[ri, ci] * np.cos(theta)
@@ -192,5 +201,6 @@ def _eigenpairs(
             sel = np.where(isolated[:, None], 0.0, sel)
         values = np.zeros(k)
         values[:kv] = vals[offset : offset + kv]
-        out.append(Eigenpairs(_canonical(sel, k) + 0.0, values, np.arange(k) < kv))
+        no_zero_column = kv == k and not num_iso
+        out.append(Eigenpairs(_canonical(sel, k, no_zero_column) + 0.0, values, np.arange(k) < kv))
     return out
