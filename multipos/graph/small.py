@@ -4,11 +4,14 @@ A PyG dataset calls a ``pre_transform`` once per graph, so for molecule-sized gr
 cost is the number of array operations, not the flops. This module computes the same
 eigenvector PE as :mod:`multipos.graph.dense` for one graph with two-dimensional arrays and
 as few calls as possible, step for step the same IEEE operations in the same order
-(``add.at`` in edge order, ``cumsum`` degrees, the same element-wise Laplacian, one
+(weights summed in edge order, ``cumsum`` degrees, the same element-wise Laplacian, one
 ``torch.linalg.eigh`` on the same matrix, the same selection and sign / phase rule), so the
 bits equal those of the batched path; ``tests/graph/test_determinism.py`` holds that.
-It returns ``None`` for the cases it leaves to the batched path (``trivial="keep"`` of the
-real Laplacian, ``symmetrize="none"``, larger graphs).
+The component count that decides how many pairs ``trivial="drop"`` removes is an integer,
+computed exactly either way (see :func:`_eigenpairs`). Graphs above 96 nodes go to
+:func:`~multipos.graph.medium.medium_eigenpairs`, as on the batched path. It returns ``None``
+for the cases it leaves to the batched path (no node, ``trivial="keep"`` of the real
+Laplacian, ``symmetrize="none"`` up to 96 nodes).
 """
 
 from __future__ import annotations
