@@ -26,7 +26,8 @@ view-2 token, softmax over the 16 view-2 patches. Cases (same model and training
 ``gta`` (library default layout: per head 16 SE(3) channels, 16 SO(2) channels at 4
 frequencies; translation scale 0.25 so translations are of order 1), ``absolute`` (linear
 embedding of each patch's world-frame ray origin and direction, needs the intrinsics) and
-``none`` (no camera geometry).
+``none`` (no camera geometry); ``--cases absolute_extrinsic`` embeds the flattened extrinsic of
+each view instead of rays.
 
 Recipe: AdamW (lr 1e-3, weight decay 0.05, betas 0.9/0.99), batch 64, linear warm-up over 5% of
 the steps then cosine decay, 800 steps, 3 seeds (seed = initialisation and training scenes).
@@ -88,6 +89,7 @@ TEST_SCENES = 1000
 STEPS = 800
 BATCH = 64
 CASES = ("gta", "absolute", "none")
+EXTRA_CASES = ("absolute_extrinsic",)  # flattened extrinsic per view instead of rays
 
 
 @dataclass
@@ -196,13 +198,15 @@ def world_shift(batch: Batch, g: torch.Generator) -> Batch:
 class Correspondence(nn.Module):
     """Encoder plus one logit per view-2 patch."""
 
-    def __init__(self, geometry: str, task: Task) -> None:
+    def __init__(self, case: str, task: Task) -> None:
         super().__init__()
+        geometry = case.split("_")[0]
         kwargs: dict[str, object] = {}
         if geometry == "gta":
             kwargs["gta"] = GTALayout(translation_scale=0.25)
         if geometry == "absolute":
-            kwargs["pose_embedding"] = "rays"
+            kwargs["pose_embedding"] = "extrinsic" if case == "absolute_extrinsic" else "rays"
+        self.rays = kwargs.get("pose_embedding") == "rays"
         self.geometry = geometry
         self.encoder = MultiViewEncoder(
             image_size=task.image,
@@ -220,7 +224,7 @@ class Correspondence(nn.Module):
         self.cpu_seconds = float("nan")  # CPU time of the training (all threads)
 
     def forward(self, batch: Batch) -> Tensor:
-        intrinsics = batch.intrinsics if self.geometry == "absolute" else None
+        intrinsics = batch.intrinsics if self.rays else None
         tokens = self.encoder(batch.images, batch.extrinsics, intrinsics)
         view2 = tokens[:, self.encoder.num_patches :]  # (B, P, dim)
         return self.head(view2).squeeze(-1)  # (B, P)
@@ -311,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 20 steps")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per job (2)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings run at once (1)")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES + EXTRA_CASES)
     parser.add_argument("--image", type=int, default=TASK.image, help="image side (pixels)")
     parser.add_argument("--points", type=int, default=TASK.points, help="points per scene")
     parser.add_argument("--depth", action="store_true", help="add a depth channel (RGB-D)")
