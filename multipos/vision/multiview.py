@@ -205,8 +205,16 @@ class MultiViewEncoder(nn.Module):
         ``(1, V*P, so2_dim / 2, 2, 2)`` of the patch's (column, row) in its view
         (:func:`multipos.groups.so2_blocks`); identity on the rest. Blocks with no channels are
         left out; computed in float32 or wider.
+
+        Args:
+            extrinsics: ``(B, V, 4, 4)`` world-to-camera rigid transforms.
+
+        Raises:
+            ValueError: If the encoder's geometry is not ``"gta"``, or (from
+                :func:`multipos.groups.se3_blocks`) an extrinsic is not rigid.
         """
-        assert self.gta is not None and self.layout is not None
+        if self.gta is None or self.layout is None:
+            raise ValueError(f"representation() needs geometry='gta', not {self.geometry!r}")
         se3_dim, so2_dim, _ = self.layout
         batch, views = extrinsics.shape[:2]
         length = views * self.num_patches

@@ -186,6 +186,8 @@ def test_bad_inputs_raise() -> None:
         rays(images, extrinsics, intrinsics(2, 2))
     with pytest.raises(TypeError, match="extrinsics"):
         model(images, extrinsics.long())
+    with pytest.raises(ValueError, match="needs geometry='gta'"):
+        encoder("none").representation(extrinsics)
 
 
 @pytest.mark.parametrize(
