@@ -51,7 +51,9 @@ def test_no_module_over_the_line_limit(module: Path) -> None:
 def test_every_registered_scheme_has_a_home_in_the_doc() -> None:
     pytest.importorskip("timm")
     pytest.importorskip("torch_geometric")
+    import multipos.documents
     import multipos.graph
+    import multipos.llm
     import multipos.vision
 
     text = DOC.read_text()
