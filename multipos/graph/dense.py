@@ -35,7 +35,7 @@ import torch
 from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
 from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
 from multipos.graph.threads import blas_single_threaded
-from multipos.graph.union import StackedGraphs, check_degrees
+from multipos.graph.union import StackedGraphs, check_degrees, symmetrized_dense
 
 __all__ = ["FULL_EIGH_MAX_NODES", "dense_eigenpairs"]
 
@@ -115,19 +115,7 @@ def _build_chunk(
     a = np.zeros((b, n, n))
     np.add.at(a, (ep, row, col), w)  # duplicates add, in edge order
     a[:, np.arange(n), np.arange(n)] = 0.0  # self-loops are dropped
-    at = a.transpose(0, 2, 1)
-    if symmetrize == "none":
-        scale = np.maximum(1.0, np.abs(a).max(axis=(1, 2), initial=0.0))
-        if (np.abs(a - at) > 1e-12 * scale[:, None, None]).any():
-            raise ValueError(
-                "symmetrize='none' needs an undirected graph (every edge (u, v) with the same "
-                "weight as (v, u)), but the graph is directed; pass symmetrize='union' or 'mean'"
-            )
-        a_sym = (a + at) * 0.5
-    elif symmetrize == "union":
-        a_sym = np.maximum(a, at)
-    else:  # mean
-        a_sym = (a + at) * 0.5
+    a_sym = symmetrized_dense(a, symmetrize)
     deg = np.cumsum(a_sym, axis=2)[:, :, -1] if n else np.zeros((b, 0))  # a sum in row order
     check_degrees(deg)
     return _Chunk(a, a_sym, deg, _components(a_sym > 0, deg, normalization, null_vectors))

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
 from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
-from multipos.graph.union import check_degrees
+from multipos.graph.union import check_degrees, symmetrized_dense
 
 __all__ = ["FULL_EIGH_MAX_NODES", "medium_eigenpairs"]
 
@@ -105,19 +105,7 @@ def medium_eigenpairs(
     # Duplicates add in edge order (bincount adds sequentially from 0.0).
     a = np.bincount(row * n + col, weights=weight, minlength=n * n).reshape(n, n)
     a.flat[:: n + 1] = 0.0  # self-loops are dropped
-    at = a.T
-    if symmetrize == "none":
-        scale = max(1.0, float(np.abs(a).max(initial=0.0)))
-        if (np.abs(a - at) > 1e-12 * scale).any():
-            raise ValueError(
-                "symmetrize='none' needs an undirected graph (every edge (u, v) with the same "
-                "weight as (v, u)), but the graph is directed; pass symmetrize='union' or 'mean'"
-            )
-        a_sym = (a + at) * 0.5
-    elif symmetrize == "union":
-        a_sym = np.maximum(a, at)
-    else:  # mean
-        a_sym = (a + at) * 0.5
+    a_sym = symmetrized_dense(a, symmetrize)
     r, c = np.nonzero(a_sym)  # row-major: a row's entries in column order
     w_sym = a_sym[r, c]
     deg = np.bincount(r, weights=w_sym, minlength=n)  # a sum in row order

@@ -110,6 +110,30 @@ def check_degrees(deg: np.ndarray) -> None:
         )
 
 
+def symmetrized_dense(a: np.ndarray, symmetrize: str) -> np.ndarray:
+    r"""Dense adjacency ``a`` (``(..., n, n)``, one matrix per leading index) symmetrised:
+    ``"union"`` takes :math:`\max(a_{uv}, a_{vu})`, ``"mean"`` and ``"none"``
+    :math:`(a_{uv} + a_{vu}) / 2`.
+
+    Raises:
+        ValueError: If ``symmetrize="none"`` and some matrix is not symmetric (relative
+            tolerance 1e-12 of its largest weight, at least 1).
+    """
+    at = np.swapaxes(a, -1, -2)
+    if symmetrize == "union":
+        out: np.ndarray = np.maximum(a, at)
+        return out
+    if symmetrize == "none":
+        scale = np.maximum(1.0, np.abs(a).max(axis=(-2, -1), initial=0.0))
+        if (np.abs(a - at) > 1e-12 * scale[..., None, None]).any():
+            raise ValueError(
+                "symmetrize='none' needs an undirected graph (every edge (u, v) with the same "
+                "weight as (v, u)), but the graph is directed; pass symmetrize='union' or 'mean'"
+            )
+    mean: np.ndarray = (a + at) * 0.5
+    return mean
+
+
 @np.errstate(over="ignore")  # an overflowing degree raises below
 def build_union(graphs: StackedGraphs, symmetrize: str, normalization: str = "sym") -> GraphUnion:
     r"""Union of ``graphs``: offsets, symmetrised weights, direction matrix, components.
