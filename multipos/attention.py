@@ -300,11 +300,11 @@ def attention(
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=total, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
-        return out if back is None else back._act(out, "inverse", "output")
+        return out if back is None else back._act(out, "inverse", "output", owned=True)
 
     if not values and dropout_p == 0.0 and total is not None and total.dtype == q.dtype:
         out = _BiasedAttention.apply(q, k, v, total, scale)
-        return out if back is None else back._act(out, "inverse", "output")
+        return out if back is None else back._act(out, "inverse", "output", owned=True)
 
     logits = torch.matmul(q * scale, k.transpose(-1, -2))
     if total is not None:
@@ -317,7 +317,7 @@ def attention(
         probs = F.dropout(probs, p=dropout_p)
     out = torch.matmul(probs, v)
     if back is not None:
-        out = back._act(out, "inverse", "output")
+        out = back._act(out, "inverse", "output", owned=True)
     for vterm in values:
         out = out + value_bias(probs, vterm.table, vterm.buckets).to(out.dtype)
     return out

@@ -242,8 +242,10 @@ class GTARepresentation:
         if self.batch not in (1, x.shape[0]):
             raise ValueError(f"{name} has batch {x.shape[0]}, the representation {self.batch}")
 
-    def _act(self, x: Tensor, mode: _Mode, name: str) -> Tensor:
+    def _act(self, x: Tensor, mode: _Mode, name: str, *, owned: bool = False) -> Tensor:
         self._check(x, name)
+        if owned and _rotate_in_place(x, self.sections, self.head_dim, mode):
+            return x
         pieces = [_apply_section(x, s, mode) for s in self.sections]
         covered = self.covered
         if covered == self.head_dim and len(pieces) == 1:
@@ -284,6 +286,26 @@ class GTARepresentation:
     def _device(self) -> torch.device:
         s = self.sections[0]
         return s.cos.device if isinstance(s, _Rotations) else s.matrix.device
+
+
+def _rotate_in_place(
+    x: Tensor, sections: Sequence[_Rotations | _Matrices], head_dim: int, mode: _Mode
+) -> bool:
+    """Rotate ``x`` in place when one SO(2) section covers the head and nothing needs ``x``
+    later (an attention output the caller owns, outside autograd and compilation); saves a
+    fresh buffer per call. Returns whether it did."""
+    if len(sections) != 1 or torch.compiler.is_compiling():
+        return False
+    s = sections[0]
+    if not isinstance(s, _Rotations) or s.count * 2 != head_dim:
+        return False
+    if x.requires_grad or x.is_inference() or not _pairs_ok(x, s.cos):
+        return False
+    turn = s.turn if mode in ("rho", "inverse_transpose") else s.turn_inverse
+    if turn is None:
+        return False
+    torch.view_as_complex(x.view(*x.shape[:-1], s.count, 2)).mul_(turn)
+    return True
 
 
 def _pairs_ok(x: Tensor, table: Tensor) -> bool:
@@ -384,4 +406,4 @@ def gta_attention(
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )
-    return rep._act(out, "inverse", "output") if transform_values else out
+    return rep._act(out, "inverse", "output", owned=True) if transform_values else out

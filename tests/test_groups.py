@@ -338,3 +338,27 @@ def test_gradients_through_every_block_kind() -> None:
         for _ in range(3)
     )
     assert torch.autograd.gradcheck(lambda a, b, c: gta_attention(a, b, c, rep), (q, k, v))
+
+
+def test_output_rotated_in_place_only_outside_autograd() -> None:
+    # The output rotation reuses the attention output's buffer when nothing needs it later;
+    # the result must equal the autograd path's, and gradients must still flow there.
+    rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(5.0), indexing="ij")
+    coords = torch.stack((cols.flatten(), rows.flatten()), dim=-1)[None]
+    rep = GTARepresentation.from_blocks([so2_blocks(coords, num_freqs=4)], head_dim=16)
+    q, k, v = torch.randn(3, 2, 3, 20, 16)
+    with torch.no_grad():
+        fast = gta_attention(q, k, v, rep)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    slow = gta_attention(*leaves, rep)
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=0)
+    slow.sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in leaves)
+    dense = rep.dense()[0]  # (L, D, D)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        torch.einsum("lji,bhlj->bhli", torch.linalg.inv(dense), q),
+        torch.einsum("lij,bhlj->bhli", dense, k),
+        torch.einsum("lij,bhlj->bhli", dense, v),
+    )
+    ref = torch.einsum("lij,bhlj->bhli", torch.linalg.inv(dense), ref)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
