@@ -215,6 +215,7 @@ def _medium(
     qs: Sequence[float | None],
     q_mode: str,
     workers: int,
+    krylov: bool,
 ) -> list[list[Eigenpairs]]:
     """:func:`~multipos.graph.medium.medium_eigenpairs` of each graph ``ids``, in order."""
     ends = np.cumsum(graphs.counts)
@@ -234,6 +235,7 @@ def _medium(
             trivial,
             qs,
             q_mode,
+            krylov=krylov,
         )
 
     with blas_single_threaded():
@@ -250,13 +252,17 @@ def dense_eigenpairs(
     qs: Sequence[float | None],
     q_mode: str,
     workers: int,
+    *,
+    krylov: bool = False,
 ) -> dict[int, list[Eigenpairs]]:
     """Eigen-PE of the graphs ``ids`` of ``graphs``: per graph, one :class:`Eigenpairs` per
     potential in ``qs`` (``None``: the real Laplacian, its null space replaced or dropped
     exactly), float64 / complex128.
 
     Call it with torch held at one thread (:func:`~multipos.graph.threads.torch_single_threaded`);
-    the solver calls are spread over ``workers`` Python threads.
+    the solver calls are spread over ``workers`` Python threads. ``krylov``: graphs above
+    :data:`~multipos.graph.medium.FULL_EIGH_MAX_NODES` nodes try the shift-invert solver
+    for the magnetic Laplacian first (``solver="auto"``).
 
     Raises:
         ValueError: If ``symmetrize="none"`` meets a directed graph or a weighted degree
@@ -267,7 +273,9 @@ def dense_eigenpairs(
         return out
     big = ids[graphs.sizes[ids] > FULL_EIGH_MAX_NODES]
     if big.size:
-        each = _medium(graphs, big, k, normalization, symmetrize, trivial, qs, q_mode, workers)
+        each = _medium(
+            graphs, big, k, normalization, symmetrize, trivial, qs, q_mode, workers, krylov
+        )
         out.update(zip(big.tolist(), each, strict=True))
         ids = ids[graphs.sizes[ids] <= FULL_EIGH_MAX_NODES]
         if ids.size == 0:

@@ -65,6 +65,8 @@ def small_graph_eigenpairs(
     trivial: str,
     qs: Sequence[float | None],
     q_mode: str,
+    *,
+    krylov: bool = False,
 ) -> list[Eigenpairs] | None:
     """One :class:`Eigenpairs` per entry of ``qs`` for the single graph of ``graphs``, or
     ``None`` when the batched dense path must take it (no node, ``symmetrize="none"`` or
@@ -89,6 +91,7 @@ def small_graph_eigenpairs(
                 trivial,
                 qs,
                 q_mode,
+                krylov=krylov,
             )
     if n == 0 or symmetrize == "none":
         return None

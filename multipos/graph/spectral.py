@@ -47,11 +47,14 @@ def eigen_pe_many(
         RuntimeError: If LOBPCG does not converge.
     """
     sizes = graphs.sizes
+    krylov = solver == "auto"
     one = sizes.size == 1 and (
         solver == "dense" or (solver == "auto" and sizes[0] <= DENSE_MAX_NODES)
     )
     if one and torch.get_num_threads() == 1:  # the per-graph path, no thread setting to hold
-        fast = small_graph_eigenpairs(graphs, k, normalization, symmetrize, trivial, qs, q_mode)
+        fast = small_graph_eigenpairs(
+            graphs, k, normalization, symmetrize, trivial, qs, q_mode, krylov=krylov
+        )
         if fast is not None:
             return [fast]
     if solver == "dense":
@@ -63,7 +66,9 @@ def eigen_pe_many(
     sparse_solver = "arpack" if solver == "auto" else solver
     with torch_single_threaded() as threads:
         if one:
-            fast = small_graph_eigenpairs(graphs, k, normalization, symmetrize, trivial, qs, q_mode)
+            fast = small_graph_eigenpairs(
+                graphs, k, normalization, symmetrize, trivial, qs, q_mode, krylov=krylov
+            )
             if fast is not None:
                 return [fast]
         return _solve(
@@ -78,6 +83,7 @@ def eigen_pe_many(
             qs,
             q_mode,
             threads,
+            krylov,
         )
 
 
@@ -93,6 +99,7 @@ def _solve(
     qs: Sequence[float | None],
     q_mode: str,
     workers: int,
+    krylov: bool,
 ) -> list[list[Eigenpairs]]:
     sizes = graphs.sizes
     results: dict[int, list[Eigenpairs]] = {}
@@ -117,7 +124,16 @@ def _solve(
     )
     results.update(
         dense_eigenpairs(
-            graphs, dense_ids, k, normalization, symmetrize, trivial, qs, q_mode, workers
+            graphs,
+            dense_ids,
+            k,
+            normalization,
+            symmetrize,
+            trivial,
+            qs,
+            q_mode,
+            workers,
+            krylov=krylov,
         )
     )
     return [results[g] for g in range(sizes.size)]

@@ -55,6 +55,8 @@ def _graphs() -> list[Data]:
     two = torch.cat([_cycle(9), _cycle(9) + 9], dim=1)
     graphs.append(Data(edge_index=two, num_nodes=19))  # two cycles and an isolated node
     graphs.append(Data(edge_index=_cycle(121), num_nodes=121))  # LAPACK's subset solver
+    # Magnetic PE by shift-invert Lanczos (a simple spectrum), the real one by ?syevr.
+    graphs.append(Data(edge_index=random_graph(130, 0.025, 9, directed=True), num_nodes=130))
     return graphs
 
 
