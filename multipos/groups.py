@@ -43,11 +43,11 @@ from multipos.group_blocks import (
     so2_blocks,
 )
 from multipos.group_sections import (
-    _apply_section,
     _Matrices,
     _Mode,
-    _rotate_in_place,
     _Rotations,
+    _section_pieces,
+    _write_section,
 )
 
 __all__ = [
@@ -192,7 +192,7 @@ class GTARepresentation:
                 sections.append(_Rotations.build(start, cos, sin))
             else:
                 count = blocks[i].shape[2]
-                sections.append(_Matrices(start, count, size, mats, invert_blocks(mats, kind, i)))
+                sections.append(_Matrices.build(start, count, mats, invert_blocks(mats, kind, i)))
             start += blocks[i].shape[2] * size
         return cls(head_dim, length, batch, tuple(sections))
 
@@ -207,15 +207,36 @@ class GTARepresentation:
 
     def _act(self, x: Tensor, mode: _Mode, name: str, *, owned: bool = False) -> Tensor:
         self._check(x, name)
-        if owned and _rotate_in_place(x, self.sections, self.head_dim, mode):
-            return x
-        pieces = [_apply_section(x, s, mode) for s in self.sections]
         covered = self.covered
-        if covered == self.head_dim and len(pieces) == 1:
-            return pieces[0]
-        if covered < self.head_dim:
-            pieces.append(x[..., covered:])
-        return torch.cat(pieces, dim=-1)
+        if torch.compiler.is_compiling() or (
+            torch.is_grad_enabled() and (x.requires_grad or self._requires_grad())
+        ):
+            # Out-of-place pieces joined once: what autograd and compilation record.
+            pieces = [p for s in self.sections for p in _section_pieces(x, s, mode)]
+            if covered == self.head_dim and len(pieces) == 1:
+                return pieces[0]
+            if covered < self.head_dim:
+                pieces.append(x[..., covered:])
+            return torch.cat(pieces, dim=-1)
+        # Nothing records this call: every section writes its channels of one buffer, which is
+        # x itself when the caller owns it (the attention output), saving a buffer per call.
+        dest = x if owned and not x.is_inference() else torch.empty_like(x)
+        for s in self.sections:
+            _write_section(x, s, mode, dest)
+        if dest is not x and covered < self.head_dim:
+            dest[..., covered:].copy_(x[..., covered:])
+        return dest
+
+    def _requires_grad(self) -> bool:
+        return any(
+            t is not None and t.requires_grad
+            for s in self.sections
+            for t in (
+                (s.cos, s.sin, s.turn)
+                if isinstance(s, _Rotations)
+                else (s.matrix, s.inverse, s.right)
+            )
+        )
 
     def apply(self, x: Tensor) -> Tensor:
         r""":math:`\rho_i x_i` for ``x: (B, H, L, D)``; same shape and dtype (computed in
