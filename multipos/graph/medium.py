@@ -34,7 +34,7 @@ import scipy.sparse.csgraph as csgraph
 
 from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
 from multipos.graph.shift_invert import hermitian_csc, lowest_eigenpairs
-from multipos.graph.union import check_degrees, symmetrized_dense
+from multipos.graph.union import check_degrees, directed_error
 
 __all__ = ["FULL_EIGH_MAX_NODES", "medium_eigenpairs"]
 
@@ -87,6 +87,47 @@ def _components(
     return Components(isolated[None], comp_rank[None], comp_value[None], num_comp, num_iso)
 
 
+def _lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``values`` at ``keys`` in ``sorted_keys``, 0.0 where a key is absent."""
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return np.where(sorted_keys[pos] == keys, values[pos], 0.0)
+
+
+def _adjacency(
+    row: np.ndarray, col: np.ndarray, weight: np.ndarray, n: int, symmetrize: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zeros ``(r, c)`` of the symmetrised adjacency ``A_s`` in row-major order, their
+    weights, and ``a[r, c]``, ``a[c, r]`` of the directed one, from the edge list alone (no
+    ``n x n`` array): the same values, bit for bit, as
+    :func:`~multipos.graph.union.symmetrized_dense` on the dense matrix.
+
+    Raises:
+        ValueError: If ``symmetrize="none"`` and the graph is directed.
+    """
+    keep = row != col  # self-loops are dropped
+    keys = row[keep] * n + col[keep]
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    # Duplicates add in edge order (bincount adds sequentially from 0.0).
+    a_val = np.bincount(inverse, weights=weight[keep], minlength=uniq.size)
+    if uniq.size == 0:
+        empty = np.zeros(0)
+        return empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty
+    src, dst = np.divmod(uniq, n)
+    pairs = np.union1d(uniq, dst * n + src)  # both directions, sorted: row-major
+    r, c = np.divmod(pairs, n)
+    a_rc, a_cr = _lookup(uniq, a_val, pairs), _lookup(uniq, a_val, c * n + r)
+    if symmetrize == "union":
+        a_sym = np.maximum(a_rc, a_cr)
+    else:
+        if symmetrize == "none":
+            scale = max(1.0, float(np.abs(a_val).max()))
+            if (np.abs(a_rc - a_cr) > 1e-12 * scale).any():
+                raise directed_error()
+        a_sym = (a_rc + a_cr) * 0.5
+    nz = a_sym != 0.0
+    return r[nz], c[nz], a_sym[nz], a_rc[nz], a_cr[nz]
+
+
 @np.errstate(over="ignore")  # an overflowing degree raises below
 def medium_eigenpairs(
     row: np.ndarray,
@@ -114,12 +155,7 @@ def medium_eigenpairs(
         ValueError: If ``symmetrize="none"`` meets a directed graph or a weighted degree
             overflows float64.
     """
-    # Duplicates add in edge order (bincount adds sequentially from 0.0).
-    a = np.bincount(row * n + col, weights=weight, minlength=n * n).reshape(n, n)
-    a.flat[:: n + 1] = 0.0  # self-loops are dropped
-    a_sym = symmetrized_dense(a, symmetrize)
-    r, c = np.nonzero(a_sym)  # row-major: a row's entries in column order
-    w_sym = a_sym[r, c]
+    r, c, w_sym, a_rc, a_cr = _adjacency(row, col, weight, n, symmetrize)
     deg = np.bincount(r, weights=w_sym, minlength=n)  # a sum in row order
     check_degrees(deg)
     null = trivial == "keep" and any(q is None for q in qs)
@@ -141,12 +177,11 @@ def medium_eigenpairs(
         w_re, w_im = w_sym, None
         if q is not None:
             if skew is None:
-                pattern = a > 0
-                one_way = int((pattern & ~pattern.T).sum())
+                one_way = int(np.count_nonzero((a_rc > 0) & ~(a_cr > 0)))
                 if symmetrize == "union":
-                    skew = pattern[r, c].astype(np.float64) - pattern[c, r]
+                    skew = (a_rc > 0).astype(np.float64) - (a_cr > 0)
                 else:
-                    skew = a[r, c] - a[c, r]
+                    skew = a_rc - a_cr
             q_eff = q
             if q_mode == "relative":
                 q_eff = q / float(max(1, min(one_way, n)))

@@ -119,12 +119,17 @@ def lowest_eigenpairs(
     for j in range(MAX_STEPS):
         w = lu.solve(basis[j])
         alpha[j] = float((conj[j] @ w).real)
-        # Full reorthogonalisation, twice (classical Gram-Schmidt is not enough once).
+        # Full reorthogonalisation by classical Gram-Schmidt, repeated when the norm drops by
+        # more than 1/sqrt(2) (Daniel, Gragg, Kaufman and Stewart's criterion).
+        before = float(np.linalg.norm(w))
         for _ in range(2):
             w -= basis[: j + 1].T @ (conj[: j + 1] @ w)
-        beta[j] = float(np.linalg.norm(w))
+            beta[j] = float(np.linalg.norm(w))
+            if beta[j] > 0.7071 * before:
+                break
+            before = beta[j]
         steps = j + 1
-        if steps >= want + _CHECK_EVERY and steps % _CHECK_EVERY == 0:
+        if steps >= 2 * want + _CHECK_EVERY and steps % _CHECK_EVERY == 0:
             top = _converged(alpha[:steps], beta[:steps], want, eps, scale)
             if top is not None:
                 found = _ritz(lap, basis[:steps], top, scale)

@@ -110,6 +110,14 @@ def check_degrees(deg: np.ndarray) -> None:
         )
 
 
+def directed_error() -> ValueError:
+    """The error for ``symmetrize="none"`` on a directed graph."""
+    return ValueError(
+        "symmetrize='none' needs an undirected graph (every edge (u, v) with the same "
+        "weight as (v, u)), but the graph is directed; pass symmetrize='union' or 'mean'"
+    )
+
+
 def symmetrized_dense(a: np.ndarray, symmetrize: str) -> np.ndarray:
     r"""Dense adjacency ``a`` (``(..., n, n)``, one matrix per leading index) symmetrised:
     ``"union"`` takes :math:`\max(a_{uv}, a_{vu})`, ``"mean"`` and ``"none"``
@@ -126,10 +134,7 @@ def symmetrized_dense(a: np.ndarray, symmetrize: str) -> np.ndarray:
     if symmetrize == "none":
         scale = np.maximum(1.0, np.abs(a).max(axis=(-2, -1), initial=0.0))
         if (np.abs(a - at) > 1e-12 * scale[..., None, None]).any():
-            raise ValueError(
-                "symmetrize='none' needs an undirected graph (every edge (u, v) with the same "
-                "weight as (v, u)), but the graph is directed; pass symmetrize='union' or 'mean'"
-            )
+            raise directed_error()
     mean: np.ndarray = (a + at) * 0.5
     return mean
 

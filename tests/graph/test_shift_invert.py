@@ -104,3 +104,24 @@ def test_too_few_nodes_for_the_wanted_count() -> None:
     lap = magnetic_laplacian(random_graph(20, 0.2, 0, directed=True), 20).numpy()
     assert _solve(lap, 9) is None
     assert _solve(lap, 0) is None
+
+
+@pytest.mark.parametrize("symmetrize", ["union", "mean"])
+@pytest.mark.parametrize("seed", range(4))
+def test_edge_list_adjacency_equals_the_dense_one_bit_for_bit(symmetrize, seed) -> None:
+    from multipos.graph.medium import _adjacency
+    from multipos.graph.union import symmetrized_dense
+
+    rng = np.random.default_rng(seed)
+    n = 110
+    edges = random_graph(n, 0.03, seed, directed=True).numpy()
+    extra = rng.integers(0, n, (2, 30))  # self-loops and duplicates among them
+    row, col = np.concatenate([edges, extra, edges[:, :15]], axis=1)
+    weight = rng.random(row.size) if seed % 2 else np.ones(row.size)
+    a = np.bincount(row * n + col, weights=weight, minlength=n * n).reshape(n, n)
+    a.flat[:: n + 1] = 0.0
+    a_sym = symmetrized_dense(a, symmetrize)
+    r, c = np.nonzero(a_sym)
+    got = _adjacency(row, col, weight, n, symmetrize)
+    for mine, ref in zip(got, (r, c, a_sym[r, c], a[r, c], a[c, r]), strict=True):
+        np.testing.assert_array_equal(mine, ref)
