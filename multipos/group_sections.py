@@ -135,10 +135,41 @@ def _write_section(x: Tensor, s: _Rotations | _Matrices, mode: _Mode, dest: Tens
         if turn is not None and _pairs_ok(part, s.cos) and _pairs_ok(target, s.cos):
             torch.mul(_complex(part, s.count), turn, out=_complex(target, s.count))
             return
+    elif _write_runs(x, s, mode, dest):
+        return
     start = s.start
     for piece in _section_pieces(x, s, mode):
         dest[..., start : start + piece.shape[-1]].copy_(piece)
         start += piece.shape[-1]
+
+
+def _write_runs(x: Tensor, s: _Matrices, mode: _Mode, dest: Tensor) -> bool:
+    """Write a section whose matrices are shared by runs of tokens with batched matmuls into
+    one scratch buffer (no temporary per chunk). Returns whether it applied."""
+    right = _right_factor(s, mode)
+    if right is None or right.dtype != x.dtype or not (x.is_contiguous() and dest.is_contiguous()):
+        return False
+    bsz, heads, length, _ = x.shape
+    views, chunk = right.shape[1], right.shape[-1]
+    if length // views < _IN_PLACE_RUN:
+        return False
+    # (B | 1, V, c, c) -> (B H V, c, c): the factor of every (batch, head, run)
+    factor = right.unsqueeze(1).expand(bsz, heads, views, chunk, chunk).reshape(-1, chunk, chunk)
+    scratch: Tensor | None = None
+    for lo in range(s.start, s.start + s.count * s.size, chunk):
+        # (B, H, L, c) -> (B H V, L / V, c): a run's tokens are the rows, read where they lie
+        rows = x[..., lo : lo + chunk].view(-1, length // views, chunk)
+        scratch = torch.bmm(rows, factor, out=scratch) if scratch is not None else rows @ factor
+        dest[..., lo : lo + chunk].view_as(scratch).copy_(scratch)
+    return True
+
+
+def _right_factor(s: _Matrices, mode: _Mode) -> Tensor | None:
+    right = s.right if mode in ("rho", "transpose") else s.right_inverse
+    if right is None or torch.compiler.is_compiling():
+        return None
+    # (I_k (x) M^T)^T = I_k (x) M, as a strided operand of the matmul
+    return right.mT if mode in ("transpose", "inverse_transpose") else right
 
 
 def _section_pieces(x: Tensor, s: _Rotations | _Matrices, mode: _Mode) -> list[Tensor]:
@@ -152,11 +183,9 @@ def _section_pieces(x: Tensor, s: _Rotations | _Matrices, mode: _Mode) -> list[T
             return [torch.view_as_real(_complex(part, s.count) * turn).flatten(-2)]
         sin = s.sin if mode in ("rho", "inverse_transpose") else -s.sin
         return [apply_rotary(part, s.cos, sin, layout="interleaved")]
-    right = s.right if mode in ("rho", "transpose") else s.right_inverse
-    if right is None or torch.compiler.is_compiling():
+    right = _right_factor(s, mode)
+    if right is None:
         return [_per_token(x, s, mode)]
-    if mode in ("transpose", "inverse_transpose"):
-        right = right.mT  # (I_k (x) M^T)^T = I_k (x) M, as a strided operand of the matmul
     bsz, heads, length, _ = x.shape
     views, chunk, width = right.shape[1], right.shape[-1], s.count * s.size
     wide = torch.promote_types(x.dtype, right.dtype)
