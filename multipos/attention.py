@@ -97,8 +97,29 @@ class _BiasedAttention(torch.autograd.Function):
         )
 
 
-def _add(total: Tensor | None, term: Tensor) -> Tensor:
-    return term if total is None else total + term
+def _fits(term: Tensor, total: Tensor) -> bool:
+    """Whether ``term`` broadcasts to ``total``'s shape (so ``total.add_(term)`` is valid)."""
+    return term.dim() <= total.dim() and all(
+        t in (1, s) for t, s in zip(reversed(term.shape), reversed(total.shape), strict=False)
+    )
+
+
+class _Sum:
+    """Sum of the additive logit terms. Terms this function computed itself are added in
+    place (a fresh ``(B, H, L, S)`` buffer per term costs more than the addition on CPU: the
+    allocation's page faults); a tensor the caller passed (``bias``) is never written."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.owned = False
+
+    def add(self, term: Tensor, *, owned: bool) -> None:
+        if self.total is None:
+            self.total, self.owned = term, owned
+        elif self.owned and _fits(term, self.total):
+            self.total.add_(term)
+        else:
+            self.total, self.owned = self.total + term, True
 
 
 def _rotary_layout(
@@ -258,24 +279,27 @@ def attention(
     if scale is None:
         scale = q.shape[-1] ** -0.5
 
-    total: Tensor | None = None
+    terms = _Sum()
     if bias is not None:
-        total = _add(total, bias.to(q.dtype))
+        terms.add(bias.to(q.dtype), owned=False)
+    scaled_q: Tensor | None = None
     for term in contextual:
         if term.on == "k":
-            total = _add(total, contextual_bias(q * scale, term.table, term.buckets))
+            scaled_q = q * scale if scaled_q is None else scaled_q
+            terms.add(contextual_bias(scaled_q, term.table, term.buckets), owned=True)
         elif term.on == "q":
-            total = _add(
-                total, contextual_bias(k * scale, term.table, term.buckets).transpose(-1, -2)
+            terms.add(
+                contextual_bias(k * scale, term.table, term.buckets, transpose=True), owned=True
             )
         else:
             raise ValueError(f"ContextualBias.on must be 'q' or 'k', got {term.on!r}")
     if mask is not None:
-        total = _add(total, _mask_to_bias(mask, q.dtype))
-    if is_causal and (total is not None or values):
+        terms.add(_mask_to_bias(mask, q.dtype), owned=mask.dtype == torch.bool)
+    if is_causal and (terms.total is not None or values):
         allowed = torch.ones(length, span, dtype=torch.bool, device=q.device).tril()
-        total = _add(total, _mask_to_bias(allowed, q.dtype))
+        terms.add(_mask_to_bias(allowed, q.dtype), owned=True)
         is_causal = False
+    total = terms.total
 
     if gta is not None:
         keys = gta if gta_k is None else gta_k
@@ -306,18 +330,45 @@ def attention(
         out = _BiasedAttention.apply(q, k, v, total, scale)
         return out if back is None else back._act(out, "inverse", "output", owned=True)
 
-    logits = torch.matmul(q * scale, k.transpose(-1, -2))
-    if total is not None:
-        logits = logits + total
-    probs = logits.softmax(dim=-1)
-    if mask is not None:
-        # A row the mask blocks entirely gives zeros, as on the SDPA path, not NaN.
-        probs = probs.nan_to_num(0.0)
+    if gta is not None or scaled_q is None:
+        scaled_q = q * scale
+    probs = _probabilities(scaled_q, k, terms, mask is not None)
     if dropout_p > 0.0:
         probs = F.dropout(probs, p=dropout_p)
     out = torch.matmul(probs, v)
     if back is not None:
         out = back._act(out, "inverse", "output", owned=True)
     for vterm in values:
-        out = out + value_bias(probs, vterm.table, vterm.buckets).to(out.dtype)
+        extra = value_bias(probs, vterm.table, vterm.buckets).to(out.dtype)
+        out = out.add_(extra) if back is None else out + extra
     return out
+
+
+def _probabilities(scaled_q: Tensor, k: Tensor, terms: _Sum, masked: bool) -> Tensor:
+    """``softmax(q k^T + terms)`` with ``q`` already scaled; a row a mask blocks entirely gives
+    zeros (as on the SDPA path), not NaN. A summed term of the full shape that this function
+    owns takes the product in place (``baddbmm_``): no fresh ``(B, H, L, S)`` buffer."""
+    total = terms.total
+    bsz, heads, length, dim = scaled_q.shape
+    span = k.shape[-2]
+    if (
+        total is not None
+        and terms.owned
+        and total.shape == (bsz, heads, length, span)
+        and total.dtype == scaled_q.dtype
+        and total.is_contiguous()
+    ):
+        logits = (
+            total.view(bsz * heads, length, span)
+            .baddbmm_(
+                scaled_q.reshape(bsz * heads, length, dim),
+                k.reshape(bsz * heads, span, dim).transpose(1, 2),
+            )
+            .view(bsz, heads, length, span)
+        )
+    else:
+        logits = torch.matmul(scaled_q, k.transpose(-1, -2))
+        if total is not None:
+            logits = logits + total
+    probs = logits.softmax(dim=-1)
+    return probs.nan_to_num(0.0) if masked else probs

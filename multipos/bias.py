@@ -212,7 +212,9 @@ def irpe_buckets(
     return out
 
 
-def contextual_bias(x: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
+def contextual_bias(
+    x: Tensor, table: Tensor, buckets: Tensor, *, transpose: bool = False
+) -> Tensor:
     r"""Query-dependent bias :math:`b_{ij} = x_i^\top r_{\text{bucket}(i, j)}` by gather.
 
     iRPE contextual mode, Eq. (6) of Wu et al. (2021): the product with every bucket vector is
@@ -224,8 +226,12 @@ def contextual_bias(x: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
         table: ``(H or 1, D, K)`` bucket vectors.
         buckets: ``(T, L, S)`` long; the ``T`` lookups are summed.
 
+        transpose: Return the ``(B, H, S, L)`` transpose, gathered straight into that order (for
+            a term on queries, ``x`` being the keys): the same values as ``.transpose(-1, -2)``
+            of the plain result, contiguous.
+
     Returns:
-        ``(B, H, L, S)`` in the dtype of ``x``.
+        ``(B, H, L, S)`` in the dtype of ``x`` (``(B, H, S, L)`` with ``transpose``).
 
     Raises:
         ValueError: If the shapes disagree.
@@ -235,11 +241,20 @@ def contextual_bias(x: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
     if buckets.dim() != 3 or buckets.shape[1] != x.shape[-2]:
         raise ValueError(f"buckets must be (T, L={x.shape[-2]}, S), got {tuple(buckets.shape)}")
     lut = torch.matmul(x, table.to(x.dtype))  # (B, H, L, K)
-    bsz, heads, length, _ = lut.shape
+    bsz, heads, length, count = lut.shape
     span = buckets.shape[-1]
+    if transpose:
+        # out[..., j, i] = lut[..., i, buckets[t, i, j]]: flat ids i * K + bucket, in (S, L) order.
+        rows = torch.arange(length, device=buckets.device) * count
+        flat = (buckets.transpose(-1, -2) + rows).reshape(buckets.shape[0], 1, 1, span * length)
+        table_flat = lut.reshape(bsz, heads, length * count)
+        out = table_flat.gather(-1, flat[0].expand(bsz, heads, -1))
+        for t in range(1, buckets.shape[0]):
+            out.add_(table_flat.gather(-1, flat[t].expand(bsz, heads, -1)))
+        return out.view(bsz, heads, span, length)
     out = lut.gather(-1, buckets[0].expand(bsz, heads, length, span))
     for t in range(1, buckets.shape[0]):
-        out = out + lut.gather(-1, buckets[t].expand(bsz, heads, length, span))
+        out.add_(lut.gather(-1, buckets[t].expand(bsz, heads, length, span)))
     return out
 
 
@@ -271,7 +286,7 @@ def value_bias(probs: Tensor, table: Tensor, buckets: Tensor) -> Tensor:
     bsz, heads, length, span = probs.shape
     weights = probs.new_zeros(bsz, heads, length, table.shape[1])
     for t in range(buckets.shape[0]):
-        weights = weights.scatter_add(-1, buckets[t].expand(bsz, heads, length, span), probs)
+        weights.scatter_add_(-1, buckets[t].expand(bsz, heads, length, span), probs)
     return torch.matmul(weights, table.to(probs.dtype))
 
 

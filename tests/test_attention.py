@@ -238,3 +238,44 @@ def test_cpu_training_path_gradients_equal_autograd_of_the_definition(bias_shape
     for a, b in zip(grads, ref_grads, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_value_path_leaves_caller_tensors_unchanged_and_has_the_reference_gradients(
+    qkv, generator, training
+) -> None:
+    q, k, v = (t.clone().requires_grad_(training) for t in qkv)
+    table_k = torch.randn(3, 8, 4, generator=generator, requires_grad=training)
+    table_q = torch.randn(1, 8, 4, generator=generator, requires_grad=training)
+    table_v = torch.randn(1, 4, 8, generator=generator, requires_grad=training)
+    ids = torch.randint(0, 4, (2, 6, 6), generator=generator)
+    bias = torch.randn(2, 3, 6, 6, generator=generator)
+    mask = torch.randn(1, 1, 6, 6, generator=generator)
+    kept = (bias.clone(), mask.clone())
+    got = attention(
+        q,
+        k,
+        v,
+        bias=bias,
+        mask=mask,
+        contextual=[ContextualBias(table_k, ids, "k"), ContextualBias(table_q, ids, "q")],
+        values=[ValueBias(table_v, ids)],
+    )
+    assert torch.equal(bias, kept[0]) and torch.equal(mask, kept[1])
+    s = 8**-0.5
+    add = bias + mask
+    for t in range(2):
+        add = add + s * torch.einsum("bhid,hdij->bhij", q, table_k[:, :, ids[t]])
+        add = add + s * torch.einsum("bhjd,hdji->bhij", k, table_q[:, :, ids[t]])
+    a = (s * q @ k.transpose(-1, -2) + add).softmax(-1)
+    expected = a @ v
+    for t in range(2):
+        expected = expected + torch.einsum("bhij,ijd->bhid", a, table_v[0][ids[t]])
+    torch.testing.assert_close(got, expected)
+    if training:
+        leaves = (q, k, v, table_k, table_q, table_v)
+        weights = torch.randn(got.shape, generator=generator)
+        grads = torch.autograd.grad((got * weights).sum(), leaves)
+        reference = torch.autograd.grad((expected * weights).sum(), leaves)
+        for a_grad, b_grad in zip(grads, reference, strict=True):
+            torch.testing.assert_close(a_grad, b_grad)

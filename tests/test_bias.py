@@ -128,6 +128,23 @@ def test_contextual_bias_equals_naive_sum() -> None:
     torch.testing.assert_close(got, expected)
 
 
+@pytest.mark.parametrize("lookups", [1, 2])
+def test_contextual_bias_transposed_equals_the_transpose(lookups) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 5, 4, generator=g, requires_grad=True)
+    table = torch.randn(3, 4, 6, generator=g, requires_grad=True)
+    buckets = torch.randint(0, 6, (lookups, 5, 7), generator=g)
+    plain = contextual_bias(x, table, buckets).transpose(-1, -2)
+    got = contextual_bias(x, table, buckets, transpose=True)
+    assert got.shape == (2, 3, 7, 5) and got.is_contiguous()
+    assert torch.equal(got, plain)
+    weights = torch.randn(got.shape, generator=g)
+    grads = torch.autograd.grad((got * weights).sum(), (x, table))
+    expected = torch.autograd.grad((plain * weights).sum(), (x, table))
+    for a, b in zip(grads, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_value_bias_equals_naive_sum() -> None:
     g = torch.Generator().manual_seed(2)
     probs = torch.rand(2, 1, 4, 6, generator=g).softmax(-1)
