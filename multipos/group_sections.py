@@ -145,23 +145,45 @@ def _write_section(x: Tensor, s: _Rotations | _Matrices, mode: _Mode, dest: Tens
 
 def _write_runs(x: Tensor, s: _Matrices, mode: _Mode, dest: Tensor) -> bool:
     """Write a section whose matrices are shared by runs of tokens with batched matmuls into
-    one scratch buffer (no temporary per chunk). Returns whether it applied."""
+    one scratch buffer (no temporary per chunk), for ``x`` and ``dest`` both ``(B, H, L, D)``
+    or both ``(B, L, H, D)`` in memory (q, k, v of a ViT, SDPA's gradients). Returns whether
+    it applied."""
     right = _right_factor(s, mode)
-    if right is None or right.dtype != x.dtype or not (x.is_contiguous() and dest.is_contiguous()):
+    if right is None or right.dtype != x.dtype:
         return False
     bsz, heads, length, _ = x.shape
     views, chunk = right.shape[1], right.shape[-1]
-    if length // views < _IN_PLACE_RUN:
+    run = length // views
+    if run < _IN_PLACE_RUN:
         return False
-    # (B | 1, V, c, c) -> (B H V, c, c): the factor of every (batch, head, run)
-    factor = right.unsqueeze(1).expand(bsz, heads, views, chunk, chunk).reshape(-1, chunk, chunk)
+    if x.is_contiguous() and dest.is_contiguous():
+        # (B | 1, V, c, c) -> (B H V, c, c): the factor of every (batch, head, run), whose
+        # rows are the run's tokens
+        factor = right.unsqueeze(1).expand(bsz, heads, views, chunk, chunk)
+        rows_per, token_major = run, False
+    elif _token_major(x) and _token_major(dest):
+        # (B | 1, V, c, c) -> (B V, c, c): the rows are the run's tokens of every head
+        factor = right.expand(bsz, views, chunk, chunk)
+        rows_per, token_major = run * heads, True
+    else:
+        return False
+    factor = factor.reshape(-1, chunk, chunk)
     scratch: Tensor | None = None
     for lo in range(s.start, s.start + s.count * s.size, chunk):
-        # (B, H, L, c) -> (B H V, L / V, c): a run's tokens are the rows, read where they lie
-        rows = x[..., lo : lo + chunk].view(-1, length // views, chunk)
+        # (B, H, L, c) -> (B H V, L / V, c) or (B, L, H, c) -> (B V, L H / V, c), read in place
+        rows = _chunk_rows(x[..., lo : lo + chunk], rows_per, token_major)
         scratch = torch.bmm(rows, factor, out=scratch) if scratch is not None else rows @ factor
-        dest[..., lo : lo + chunk].view_as(scratch).copy_(scratch)
+        _chunk_rows(dest[..., lo : lo + chunk], rows_per, token_major).copy_(scratch)
     return True
+
+
+def _token_major(x: Tensor) -> bool:
+    return x.transpose(1, 2).is_contiguous()
+
+
+def _chunk_rows(part: Tensor, rows_per: int, token_major: bool) -> Tensor:
+    part = part.transpose(1, 2) if token_major else part
+    return part.view(-1, rows_per, part.shape[-1])
 
 
 def _right_factor(s: _Matrices, mode: _Mode) -> Tensor | None:

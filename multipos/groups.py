@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -207,25 +207,46 @@ class GTARepresentation:
 
     def _act(self, x: Tensor, mode: _Mode, name: str, *, owned: bool = False) -> Tensor:
         self._check(x, name)
+        recorded = torch.is_grad_enabled() and (x.requires_grad or self._requires_grad())
+        if torch.compiler.is_compiling() or (recorded and (self._requires_grad() or self._whole())):
+            return self._pieces(x, mode)
+        if recorded:
+            # Linear in x: the backward is the transposed action, written like the forward
+            # (autograd through slices would zero-fill a full gradient per piece).
+            out: Tensor = _Action.apply(x, self, mode)
+            return out
+        return self._write(x, mode, owned=owned)
+
+    def _pieces(self, x: Tensor, mode: _Mode) -> Tensor:
+        # Out-of-place pieces joined once: what autograd records through the blocks, and what
+        # compilation traces.
+        pieces = [p for s in self.sections for p in _section_pieces(x, s, mode)]
         covered = self.covered
-        if torch.compiler.is_compiling() or (
-            torch.is_grad_enabled() and (x.requires_grad or self._requires_grad())
-        ):
-            # Out-of-place pieces joined once: what autograd and compilation record.
-            pieces = [p for s in self.sections for p in _section_pieces(x, s, mode)]
-            if covered == self.head_dim and len(pieces) == 1:
-                return pieces[0]
-            if covered < self.head_dim:
-                pieces.append(x[..., covered:])
-            return torch.cat(pieces, dim=-1)
-        # Nothing records this call: every section writes its channels of one buffer, which is
-        # x itself when the caller owns it (the attention output), saving a buffer per call.
+        if covered == self.head_dim and len(pieces) == 1:
+            return pieces[0]
+        if covered < self.head_dim:
+            pieces.append(x[..., covered:])
+        return torch.cat(pieces, dim=-1)
+
+    def _write(self, x: Tensor, mode: _Mode, *, owned: bool = False) -> Tensor:
+        # Every section writes its channels of one buffer, which is x itself when the caller
+        # owns it (the attention output, outside autograd), saving a buffer per call.
+        if not (x.is_contiguous() or x.transpose(1, 2).is_contiguous()):
+            x = x.contiguous()  # e.g. an expanded gradient: one dense copy, then fast paths
         dest = x if owned and not x.is_inference() else torch.empty_like(x)
         for s in self.sections:
             _write_section(x, s, mode, dest)
+        covered = self.covered
         if dest is not x and covered < self.head_dim:
             dest[..., covered:].copy_(x[..., covered:])
         return dest
+
+    def _whole(self) -> bool:
+        # One SO(2) section over the whole head: a single complex product, cheap to record.
+        s = self.sections[0]
+        return (
+            len(self.sections) == 1 and isinstance(s, _Rotations) and self.covered == self.head_dim
+        )
 
     def _requires_grad(self) -> bool:
         return any(
@@ -270,6 +291,27 @@ class GTARepresentation:
     def _device(self) -> torch.device:
         s = self.sections[0]
         return s.cos.device if isinstance(s, _Rotations) else s.matrix.device
+
+
+_TRANSPOSED: dict[str, _Mode] = {
+    "rho": "transpose",
+    "transpose": "rho",
+    "inverse": "inverse_transpose",
+    "inverse_transpose": "inverse",
+}
+
+
+class _Action(torch.autograd.Function):
+    """``x -> rho x`` (in one of the four modes) for blocks that need no gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, rep: GTARepresentation, mode: _Mode) -> Tensor:
+        ctx.rep, ctx.mode = rep, mode
+        return rep._write(x, mode)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.rep._act(grad, _TRANSPOSED[ctx.mode], "gradient"), None, None
 
 
 def gta_attention(

@@ -33,23 +33,38 @@ def _reference(dense: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.einsum("blij,bhlj->bhli", mats, x)
 
 
+def _laid_out(shape: tuple[int, ...], layout: str, generator: torch.Generator) -> torch.Tensor:
+    """``(B, H, L, D)`` in memory as given: head-major, token-major (SDPA's gradients, a ViT's
+    q, k, v) or expanded over heads (the gradient of a sum)."""
+    bsz, heads, length, dim = shape
+    if layout == "token_major":
+        x = torch.randn(bsz, length, heads, dim, generator=generator, dtype=torch.float64)
+        return x.transpose(1, 2)
+    if layout == "expanded":
+        x = torch.randn(bsz, 1, length, dim, generator=generator, dtype=torch.float64)
+        return x.expand(shape)
+    return torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("per_view", [1, 3, _IN_PLACE_RUN, 2 * _IN_PLACE_RUN])
 @pytest.mark.parametrize("num_se3", [1, 2, 8])
-def test_every_path_equals_the_dense_product(per_view, num_se3) -> None:
+@pytest.mark.parametrize("layout", ["head_major", "token_major", "expanded"])
+def test_every_path_equals_the_dense_product(per_view, num_se3, layout) -> None:
     g = torch.Generator().manual_seed(per_view * 10 + num_se3)
     blocks = _blocks(per_view, 2, num_se3, g)
     head_dim = 4 * num_se3 + 8 + 2  # SE(3), SO(2), identity
     rep = GTARepresentation.from_blocks(blocks, head_dim, kinds=["rigid", "rotation"])
     dense = _block_diag(blocks, head_dim)
-    x = torch.randn(2, 3, 2 * per_view, head_dim, generator=g, dtype=torch.float64)
+    x = _laid_out((2, 3, 2 * per_view, head_dim), layout, g)
     for mode in MODES:
         ref = _reference(dense, x, mode)
         with torch.no_grad():
             fast = rep._act(x, mode, "x")
             owned = x.clone()
             in_place = rep._act(owned, mode, "x", owned=True)
-        assert in_place.data_ptr() == owned.data_ptr()
-        leaf = x.clone().requires_grad_()
+        if layout != "expanded":
+            assert in_place.data_ptr() == owned.data_ptr()
+        leaf = x.detach().clone().requires_grad_()
         recorded = rep._act(leaf, mode, "x")
         for out in (fast, in_place, recorded):
             torch.testing.assert_close(out, ref, atol=1e-12, rtol=0)
@@ -105,3 +120,12 @@ def test_float32_blocks_on_bfloat16_and_float64_inputs() -> None:
     ref = _reference(dense, x, "rho")
     torch.testing.assert_close(wide, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(narrow.double(), ref, atol=0.1, rtol=0.02)
+
+
+def test_second_derivatives_of_the_action() -> None:
+    g = torch.Generator().manual_seed(5)
+    blocks = _blocks(_IN_PLACE_RUN, 2, 2, g)
+    rep = GTARepresentation.from_blocks(blocks, 18, kinds=["rigid", "rotation"])
+    x = torch.randn(2, 1, 2 * _IN_PLACE_RUN, 18, generator=g, dtype=torch.float64)
+    x.requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a: rep.apply_inverse_transpose(a) ** 2, (x,))
