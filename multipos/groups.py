@@ -208,7 +208,11 @@ class GTARepresentation:
     def _act(self, x: Tensor, mode: _Mode, name: str, *, owned: bool = False) -> Tensor:
         self._check(x, name)
         recorded = torch.is_grad_enabled() and (x.requires_grad or self._requires_grad())
-        if torch.compiler.is_compiling() or (recorded and (self._requires_grad() or self._whole())):
+        if (
+            torch.compiler.is_compiling()
+            or (self._whole() and (recorded or not owned))
+            or (recorded and self._requires_grad())
+        ):
             return self._pieces(x, mode)
         if recorded:
             # Linear in x: the backward is the transposed action, written like the forward
@@ -242,7 +246,8 @@ class GTARepresentation:
         return dest
 
     def _whole(self) -> bool:
-        # One SO(2) section over the whole head: a single complex product, cheap to record.
+        # One SO(2) section over the whole head: a single complex product (cheap to record),
+        # nothing to assemble.
         s = self.sections[0]
         return (
             len(self.sections) == 1 and isinstance(s, _Rotations) and self.covered == self.head_dim
