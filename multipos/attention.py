@@ -55,8 +55,8 @@ def _check_table_heads(name: str, table: Tensor, heads: int) -> None:
 class _BiasedAttention(torch.autograd.Function):
     """``softmax(s q k^T + bias) v`` with a hand-written backward (CPU training path).
 
-    Exact, and fewer memory passes than autograd through the same ops: the scale and the bias
-    ride on the first matmul (``baddbmm``), the softmax and its backward work in place, and the
+    Exact, and fewer memory passes than autograd through the same ops: the bias is added in
+    place to the first matmul's output, the softmax backward works in place, and the
     bias gradient is the logit gradient summed to the bias's shape (for iRPE: to ``(1, 1, L,
     S)``, then scattered into the buckets by the lookup's own backward).
     """
@@ -65,11 +65,14 @@ class _BiasedAttention(torch.autograd.Function):
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
         bsz, heads, length, dim = q.shape
         span = k.shape[-2]
-        # (B, H, L, D) -> (B*H, L, D); the bias broadcast to (B*H, L, S).
+        # (B, H, L, D) -> (B*H, L, D)
         q3, k3 = q.reshape(-1, length, dim), k.reshape(-1, span, dim)
         v3 = v.reshape(-1, span, v.shape[-1])
-        bias3 = bias.expand(bsz, heads, length, span).reshape(-1, length, span)
-        probs = torch.baddbmm(bias3, q3, k3.transpose(1, 2), alpha=scale).softmax(-1)
+        # The scale on q (a third of the logits' size), the bias added in place: measured
+        # faster than baddbmm with the bias broadcast to (B*H, L, S) first.
+        logits = torch.bmm(q3 * scale, k3.transpose(1, 2))
+        logits.view(bsz, heads, length, span).add_(bias)
+        probs = logits.softmax(-1)
         ctx.save_for_backward(q3, k3, v3, probs)
         ctx.scale, ctx.bias_shape = scale, bias.shape
         # (B*H, L, Dv) -> (B, H, L, Dv)
