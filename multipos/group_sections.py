@@ -132,7 +132,8 @@ def _write_section(x: Tensor, s: _Rotations | _Matrices, mode: _Mode, dest: Tens
     if isinstance(s, _Rotations):
         channels = slice(s.start, s.start + 2 * s.count)
         part, target, turn = x[..., channels], dest[..., channels], _turn(s, mode)
-        if turn is not None and _pairs_ok(part, s.cos) and _pairs_ok(target, s.cos):
+        aligned = target.stride() == part.stride() and target.storage_offset() % 2 == 0
+        if turn is not None and aligned and _pairs_ok(part, s.cos):
             torch.mul(_complex(part, s.count), turn, out=_complex(target, s.count))
             return
     elif _write_runs(x, s, mode, dest):
@@ -172,7 +173,9 @@ def _write_runs(x: Tensor, s: _Matrices, mode: _Mode, dest: Tensor) -> bool:
     for lo in range(s.start, s.start + s.count * s.size, chunk):
         # (B, H, L, c) -> (B H V, L / V, c) or (B, L, H, c) -> (B V, L H / V, c), read in place
         rows = _chunk_rows(x[..., lo : lo + chunk], rows_per, token_major)
-        scratch = torch.bmm(rows, factor, out=scratch) if scratch is not None else rows @ factor
+        scratch = (
+            torch.bmm(rows, factor) if scratch is None else torch.bmm(rows, factor, out=scratch)
+        )
         _chunk_rows(dest[..., lo : lo + chunk], rows_per, token_major).copy_(scratch)
     return True
 

@@ -17,7 +17,8 @@ transform off and only SO(2) blocks this is axial 2-D RoPE.
 
 The representation is built once per forward (:class:`GTARepresentation`) and shared by all
 layers and heads. SO(2) blocks are applied as RoPE is (each channel pair rotated by its
-cos/sin); other blocks by one small batched matrix product per section.
+cos/sin); other blocks by batched matrix products, the rows of a product being the tokens that
+share a matrix (a camera pose over its view's patches) read where they lie.
 """
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ class GTARepresentation:
                 NaN/inf or singular blocks.
 
         Blocks that repeat one matrix along ``n`` (e.g. a camera pose expanded over its
-        channels) are stored once and applied as one matmul per token.
+        channels) are stored once; outside compilation, equal runs of tokens sharing it (the
+        patches of one view) are found once here, and ``k`` blocks at a time (up to 16
+        channels) are applied as one matrix :math:`I_k \otimes M^\top` on the right of the
+        tokens' rows: the blockwise product up to rounding for finite inputs, while a NaN or
+        inf entry spreads to the other channels of its ``k`` blocks (same token and head).
         """
         if isinstance(blocks, Tensor) or not isinstance(blocks, Sequence) or not blocks:
             raise ValueError("blocks must be a non-empty list of (B or 1, L, n, d, d) tensors")
@@ -180,7 +185,7 @@ class GTARepresentation:
                 raise ValueError(f"kinds[{i}]={kind!r} does not fit blocks of size {size}")
             if kind != "rotation" and block.shape[2] > 1 and repeated_along_n(block):
                 # One transform per token repeated along n (an SE(3) camera pose over its
-                # channels): kept once, applied as one matmul per token (several times faster).
+                # channels): kept once, applied by one matmul per run of tokens.
                 block = block[:, :, :1]
             mats = block.to(_wide(block.dtype))
             if _checking():
