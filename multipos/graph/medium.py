@@ -106,14 +106,22 @@ def _adjacency(
     """
     keep = row != col  # self-loops are dropped
     keys = row[keep] * n + col[keep]
-    uniq, inverse = np.unique(keys, return_inverse=True)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.empty(ordered.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    uniq = ordered[first]
+    inverse = np.empty(keys.size, dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
     # Duplicates add in edge order (bincount adds sequentially from 0.0).
     a_val = np.bincount(inverse, weights=weight[keep], minlength=uniq.size)
     if uniq.size == 0:
         empty = np.zeros(0)
         return empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty
     src, dst = np.divmod(uniq, n)
-    pairs = np.union1d(uniq, dst * n + src)  # both directions, sorted: row-major
+    both = np.sort(np.concatenate([uniq, dst * n + src]))
+    pairs = both[np.concatenate([[True], both[1:] != both[:-1]])]  # sorted: row-major
     r, c = np.divmod(pairs, n)
     a_rc, a_cr = _lookup(uniq, a_val, pairs), _lookup(uniq, a_val, c * n + r)
     if symmetrize == "union":
