@@ -2,7 +2,9 @@
 
 Part 1 (always): ViT-S/16 at 224, batch 8, CPU. Forward (eval, no grad) and forward+backward
 (train mode) time of ``vit_small_patch16_multipos_224`` with each scheme, as a ratio to timm's
-``vit_small_patch16_224`` (learned absolute table, nothing else), alternating runs.
+``vit_small_patch16_224`` (learned absolute table, nothing else), alternating runs. The first
+row, ``control_same_model``, times a second instance of that baseline against it: how far two
+identical models differ in the same run, the resolution of the other ratios.
 
 Part 2 (with ``--cream DIR``): the attention core of one ViT-S layer (B=8, H=6, L=197, D=64)
 with iRPE, ours (:class:`multipos.IRPE`: buckets built once, gather lookups, fused SDPA with
@@ -64,10 +66,18 @@ def _model_overhead(repeats: int, only: set[str] | None) -> None:
     torch.manual_seed(0)
     x = torch.randn(BATCH, 3, 224, 224)
     base = timm.create_model("vit_small_patch16_224")
+    # The control row times a second instance of the baseline itself (same weights): its
+    # distance from 1.0 is what two identical models differ by in this run (memory placement,
+    # load), the resolution of every other ratio.
+    control = timm.create_model("vit_small_patch16_224")
+    control.load_state_dict(base.state_dict())
+    cases = [("control_same_model", control)] if not only or "control_same_model" in only else []
     for case, scheme, cfg in SCHEMES:
         if only and case not in only:
             continue
-        ours = timm.create_model("vit_small_patch16_multipos_224", pos_scheme=scheme, pos_cfg=cfg)
+        model = timm.create_model("vit_small_patch16_multipos_224", pos_scheme=scheme, pos_cfg=cfg)
+        cases.append((case, model))
+    for case, ours in cases:
 
         def fwd(m: torch.nn.Module) -> Any:
             m.eval()
