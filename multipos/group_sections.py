@@ -6,7 +6,7 @@ Used by :mod:`multipos.groups`; nothing here is public.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -64,6 +64,11 @@ class _Matrices:
     inverse: Tensor
     right: Tensor | None = None
     right_inverse: Tensor | None = None
+    # (mode, batch, heads, token-major) -> the factor of every row block, (N, c, c) contiguous:
+    # built on the first call of a shape and reused (the representation lives one forward).
+    expanded: dict[tuple[str, int, int, bool], Tensor] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, start: int, count: int, matrix: Tensor, inverse: Tensor) -> _Matrices:
@@ -158,17 +163,24 @@ def _write_runs(x: Tensor, s: _Matrices, mode: _Mode, dest: Tensor) -> bool:
     if run < _IN_PLACE_RUN:
         return False
     if x.is_contiguous() and dest.is_contiguous():
-        # (B | 1, V, c, c) -> (B H V, c, c): the factor of every (batch, head, run), whose
-        # rows are the run's tokens
-        factor = right.unsqueeze(1).expand(bsz, heads, views, chunk, chunk)
         rows_per, token_major = run, False
     elif _token_major(x) and _token_major(dest):
-        # (B | 1, V, c, c) -> (B V, c, c): the rows are the run's tokens of every head
-        factor = right.expand(bsz, views, chunk, chunk)
         rows_per, token_major = run * heads, True
     else:
         return False
-    factor = factor.reshape(-1, chunk, chunk)
+    key = (mode, bsz, heads, token_major)
+    factor = s.expanded.get(key)
+    if factor is None:
+        if token_major:
+            # (B | 1, V, c, c) -> (B V, c, c): the rows are the run's tokens of every head
+            factor = right.expand(bsz, views, chunk, chunk).reshape(-1, chunk, chunk)
+        else:
+            # (B | 1, V, c, c) -> (B H V, c, c): the factor of every (batch, head, run), whose
+            # rows are the run's tokens
+            factor = right.unsqueeze(1).expand(bsz, heads, views, chunk, chunk)
+            factor = factor.reshape(-1, chunk, chunk)
+        s.expanded[key] = factor.contiguous()
+        factor = s.expanded[key]
     scratch: Tensor | None = None
     for lo in range(s.start, s.start + s.count * s.size, chunk):
         # (B, H, L, c) -> (B H V, L / V, c) or (B, L, H, c) -> (B V, L H / V, c), read in place

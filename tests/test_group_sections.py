@@ -129,3 +129,26 @@ def test_second_derivatives_of_the_action() -> None:
     x = torch.randn(2, 1, 2 * _IN_PLACE_RUN, 18, generator=g, dtype=torch.float64)
     x.requires_grad_()
     assert torch.autograd.gradgradcheck(lambda a: rep.apply_inverse_transpose(a) ** 2, (x,))
+
+
+def test_one_representation_serves_every_shape_and_layout_in_turn() -> None:
+    # The expanded factors are kept per (mode, batch, heads, layout): a representation reused
+    # with other head counts, batches of one and both layouts must still give the product.
+    g = torch.Generator().manual_seed(7)
+    per_view = 2 * _IN_PLACE_RUN
+    blocks = _blocks(per_view, 2, 4, g)
+    head_dim = 4 * 4 + 8
+    rep = GTARepresentation.from_blocks(blocks, head_dim, kinds=["rigid", "rotation"])
+    dense = _block_diag(blocks, head_dim)
+    for bsz, heads, layout in [
+        (2, 3, "head_major"),
+        (2, 5, "head_major"),
+        (2, 3, "token_major"),
+        (2, 5, "token_major"),
+        (2, 3, "head_major"),
+    ]:
+        x = _laid_out((bsz, heads, 2 * per_view, head_dim), layout, g)
+        for mode in MODES:
+            with torch.no_grad():
+                got = rep._act(x, mode, "x")
+            torch.testing.assert_close(got, _reference(dense, x, mode), atol=1e-12, rtol=0)
