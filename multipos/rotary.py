@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from multipos.frequencies import FrequencyScaling, rotary_inv_freq, scaled_inv_freq
+from multipos.rotary_turn import rotate
 
 __all__ = [
     "Layout",
@@ -176,7 +177,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, layout: Layout) -> Tensor:
         head = x if rot == dim else x[..., :rot]
         turn = torch.complex(cos[..., 0::2], sin[..., 0::2])
         pairs = head.view(*head.shape[:-1], rot // 2, 2)  # (..., D) -> (..., D/2, 2)
-        out = torch.view_as_real(torch.view_as_complex(pairs) * turn)
+        out = torch.view_as_real(rotate(torch.view_as_complex(pairs), turn))
         out = out.flatten(-2)
         return out if rot == dim else torch.cat((out, x[..., rot:]), dim=-1)
     if rot == dim:
