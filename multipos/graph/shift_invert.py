@@ -53,7 +53,7 @@ RESIDUAL_TOL = 1e-10
 GAP_TOL = 1e-7
 #: Shift :math:`\varepsilon`, relative to the spectral scale.
 _SHIFT = 1e-4
-#: Steps between convergence checks, and the first check.
+#: Steps between convergence checks (the first after ``2 (count + 1)`` more steps).
 _CHECK_EVERY = 4
 
 
