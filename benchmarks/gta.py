@@ -9,7 +9,8 @@ on the same q, k, v, alternating runs, medians; forward (no grad) and forward+ba
 - ``gta_so2_with_rep``: the same, building the representation inside every call;
 - ``gta_se3_so2``: multi-view GTA, 4 views x 64 tokens, 32 SE(3) + 32 SO(2) channels;
 - ``rope``: 2-D RoPE (``rope_axial_2d`` tables built once), the reference a transform-only
-  scheme can reach.
+  scheme can reach;
+- ``control_sdpa``: plain SDPA timed against itself (the resolution of the other ratios).
 
 DESIGN.md's budget: GTA at most 1.3x plain SDPA (forward).
 
@@ -77,6 +78,9 @@ def _cases(generator: torch.Generator) -> dict[str, Callable[..., Tensor]]:
         return multipos.attention(q, k, v, gta=rep)
 
     return {
+        # SDPA against itself: how far two identical calls differ in this run, the resolution
+        # of the other ratios.
+        "control_sdpa": F.scaled_dot_product_attention,
         "gta_so2": lambda q, k, v: multipos.attention(q, k, v, gta=grid_rep),
         "gta_so2_with_rep": with_rep,
         "gta_se3_so2": lambda q, k, v: multipos.attention(q, k, v, gta=multi_rep),
