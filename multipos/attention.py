@@ -109,8 +109,9 @@ def _fits(term: Tensor, total: Tensor) -> bool:
 
 class _Sum:
     """Sum of the additive logit terms. Terms this function computed itself are added in
-    place (a fresh ``(B, H, L, S)`` buffer per term costs more than the addition on CPU: the
-    allocation's page faults); a tensor the caller passed (``bias``) is never written."""
+    place (on CPU, allocating and first writing a fresh ``(B, H, L, S)`` buffer per term was
+    measured to cost more than the addition); a tensor the caller passed (``bias``) is never
+    written."""
 
     def __init__(self) -> None:
         self.total: Tensor | None = None
