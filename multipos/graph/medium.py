@@ -195,61 +195,46 @@ def medium_eigenpairs(
                 q_eff = q / float(max(1, min(one_way, n)))
             theta = (2.0 * math.pi * q_eff) * skew
             w_re, w_im = w_sym * np.cos(theta), w_sym * np.sin(theta)
+        entries = _off_diagonal(d_r, d_c, w_re, w_im, normalization)
         solved = None
         if w_im is not None and krylov:
-            solved = _krylov(r, c, d_r, d_c, w_re, w_im, diag, normalization, need)
+            scale = float(diag.max(initial=1.0))
+            solved = lowest_eigenpairs(hermitian_csc(r, c, entries, diag), need, scale)
         if solved is None:
-            solved = _dense(r, c, d_r, d_c, w_re, w_im, diag, normalization, need)
+            solved = _dense(r, c, entries, diag, need)
         vals, vecs = solved
         picked = select_columns(comps, vals[None], vecs[None], k, trivial, q is None)
         out.append(Eigenpairs(picked.vectors[0], picked.values[0], picked.mask[0]))
     return out
 
 
-def _krylov(
-    r: np.ndarray,
-    c: np.ndarray,
-    d_r: np.ndarray,
-    d_c: np.ndarray,
-    w_re: np.ndarray,
-    w_im: np.ndarray,
-    diag: np.ndarray,
-    normalization: str,
-    need: int,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ``need`` lowest pairs of the magnetic Laplacian from its non-zeros, or ``None``."""
-    values = np.empty(r.size, dtype=np.complex128)
-    if normalization == "sym":
-        values.real = -(d_r * w_re) * d_c
-        values.imag = -(d_r * w_im) * d_c
-    else:
-        values.real, values.imag = -w_re, -w_im
-    lap = hermitian_csc(r, c, values, diag)
-    return lowest_eigenpairs(lap, need, float(diag.max(initial=1.0)))
-
-
-def _dense(
-    r: np.ndarray,
-    c: np.ndarray,
+def _off_diagonal(
     d_r: np.ndarray,
     d_c: np.ndarray,
     w_re: np.ndarray,
     w_im: np.ndarray | None,
-    diag: np.ndarray,
     normalization: str,
-    need: int,
+) -> np.ndarray:
+    """The Laplacian's entries at the non-zeros of ``A_s`` (float64, or complex128 with a
+    phase), element-wise: ``-(d_u w) d_v`` (``"sym"``) or ``-w`` (``"none"``)."""
+    if w_im is None:
+        real: np.ndarray = -(d_r * w_re) * d_c if normalization == "sym" else -w_re
+        return real
+    out = np.empty(w_re.size, dtype=np.complex128)
+    if normalization == "sym":
+        out.real, out.imag = -(d_r * w_re) * d_c, -(d_r * w_im) * d_c
+    else:
+        out.real, out.imag = -w_re, -w_im
+    return out
+
+
+def _dense(
+    r: np.ndarray, c: np.ndarray, entries: np.ndarray, diag: np.ndarray, need: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``need`` lowest pairs by ``?syevr`` / ``?heevr`` on the dense Laplacian."""
     n = diag.size
-    lap = _aligned_fortran(n, np.float64 if w_im is None else np.complex128)
-    if normalization == "sym":
-        lap.real[r, c] = -(d_r * w_re) * d_c
-        if w_im is not None:
-            lap.imag[r, c] = -(d_r * w_im) * d_c
-    else:
-        lap.real[r, c] = -w_re
-        if w_im is not None:
-            lap.imag[r, c] = -w_im
+    lap = _aligned_fortran(n, entries.dtype.type)
+    lap[r, c] = entries
     lap.real[np.arange(n), np.arange(n)] = diag
     vals, vecs = scipy.linalg.eigh(
         lap,
