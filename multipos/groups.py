@@ -48,7 +48,8 @@ from multipos.group_sections import (
     _Mode,
     _Rotations,
     _section_pieces,
-    _write_section,
+    scratch_buffer,
+    write_sections,
 )
 
 __all__ = [
@@ -89,6 +90,11 @@ class GTARepresentation:
     length: int
     batch: int
     sections: tuple[_Rotations | _Matrices, ...]
+
+    def __post_init__(self) -> None:
+        # The buffers attention's q, k, v are written to outside autograd (scratch_buffer);
+        # not a field, so a representation's fields stay its value (equality, FX, replace).
+        object.__setattr__(self, "_workspace", {})
 
     @property
     def covered(self) -> int:
@@ -210,12 +216,19 @@ class GTARepresentation:
         if self.batch not in (1, x.shape[0]):
             raise ValueError(f"{name} has batch {x.shape[0]}, the representation {self.batch}")
 
-    def _act(self, x: Tensor, mode: _Mode, name: str, *, owned: bool = False) -> Tensor:
+    def _act(
+        self, x: Tensor, mode: _Mode, name: str, *, owned: bool = False, scratch: bool = False
+    ) -> Tensor:
+        """``x`` transformed in ``mode``. ``owned``: ``x`` may be overwritten (the attention
+        output). ``scratch``: the result is read only until the caller's next call with the same
+        ``name`` (attention's q, k, v), so outside autograd it may live in a reused buffer."""
         self._check(x, name)
-        recorded = torch.is_grad_enabled() and (x.requires_grad or self._requires_grad())
+        grad = torch.is_grad_enabled()
+        recorded = grad and (x.requires_grad or self._requires_grad())
+        written = owned or (scratch and not grad)  # into x or a reused buffer: no allocation
         if (
             torch.compiler.is_compiling()
-            or (self._whole() and (recorded or not owned))
+            or (self._whole() and (recorded or not written))
             or (recorded and self._requires_grad())
         ):
             return self._pieces(x, mode)
@@ -224,7 +237,7 @@ class GTARepresentation:
             # (autograd through slices would zero-fill a full gradient per piece).
             out: Tensor = _Action.apply(x, self, mode)
             return out
-        return self._write(x, mode, owned=owned)
+        return self._write(x, mode, owned=owned, role=name if scratch else None)
 
     def _pieces(self, x: Tensor, mode: _Mode) -> Tensor:
         # Out-of-place pieces joined once: what autograd records through the blocks, and what
@@ -237,14 +250,20 @@ class GTARepresentation:
             pieces.append(x[..., covered:])
         return torch.cat(pieces, dim=-1)
 
-    def _write(self, x: Tensor, mode: _Mode, *, owned: bool = False) -> Tensor:
+    def _write(
+        self, x: Tensor, mode: _Mode, *, owned: bool = False, role: str | None = None
+    ) -> Tensor:
         # Every section writes its channels of one buffer, which is x itself when the caller
         # owns it (the attention output, outside autograd), saving a buffer per call.
         if not (x.is_contiguous() or x.transpose(1, 2).is_contiguous()):
             x = x.contiguous()  # e.g. an expanded gradient: one dense copy, then fast paths
-        dest = x if owned and not x.is_inference() else torch.empty_like(x)
-        for s in self.sections:
-            _write_section(x, s, mode, dest)
+        if owned and not x.is_inference():
+            dest = x
+        elif role is not None and not torch.is_grad_enabled():
+            dest = scratch_buffer(self._workspace, role, x)  # type: ignore[attr-defined]
+        else:
+            dest = torch.empty_like(x)
+        write_sections(x, self.sections, mode, dest)
         covered = self.covered
         if dest is not x and covered < self.head_dim:
             dest[..., covered:].copy_(x[..., covered:])
@@ -371,10 +390,10 @@ def gta_attention(
     for name, r in (("rep", rep), ("rep_k", keys)):
         if not isinstance(r, GTARepresentation):
             raise TypeError(f"{name} must be a GTARepresentation, got {type(r).__name__}")
-    q = rep._act(q, "inverse_transpose", "q")
-    k = keys._act(k, "rho", "k")
+    q = rep._act(q, "inverse_transpose", "q", scratch=True)
+    k = keys._act(k, "rho", "k", scratch=True)
     if transform_values:
-        v = keys._act(v, "rho", "v")
+        v = keys._act(v, "rho", "v", scratch=True)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )
