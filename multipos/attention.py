@@ -56,9 +56,13 @@ class _BiasedAttention(torch.autograd.Function):
     """``softmax(s q k^T + bias) v`` with a hand-written backward (CPU training path).
 
     Exact, and fewer memory passes than autograd through the same ops: the bias is added in
-    place to the first matmul's output, the softmax backward works in place, and the
-    bias gradient is the logit gradient summed to the bias's shape (for iRPE: to ``(1, 1, L,
-    S)``, then scattered into the buckets by the lookup's own backward).
+    place to the first matmul's output and the softmax is taken in place; the softmax backward
+    uses the output's row sums, :math:`\sum_j P_{ij}\, dP_{ij} = dO_i \cdot O_i` (as
+    FlashAttention's backward does), so it needs two in-place passes over the ``L x S``
+    gradient instead of a product, a reduction and a fused update; the bias gradient is the
+    logit gradient summed to the bias's shape (for iRPE: to ``(1, 1, L, S)``, then scattered
+    into the buckets by the lookup's own backward). Like SDPA's, the backward reads the
+    output, so writing into the output in place before the backward is an autograd error.
     """
 
     @staticmethod
@@ -69,24 +73,26 @@ class _BiasedAttention(torch.autograd.Function):
         q3, k3 = q.reshape(-1, length, dim), k.reshape(-1, span, dim)
         v3 = v.reshape(-1, span, v.shape[-1])
         # The scale on q (a third of the logits' size), the bias added in place: measured
-        # faster than baddbmm with the bias broadcast to (B*H, L, S) first.
+        # faster than baddbmm with the bias broadcast to (B*H, L, S) first. The row-wise
+        # softmax kernel reads each row before writing it, so it may write over its input.
         logits = torch.bmm(q3 * scale, k3.transpose(1, 2))
         logits.view(bsz, heads, length, span).add_(bias)
-        probs = logits.softmax(-1)
-        ctx.save_for_backward(q3, k3, v3, probs)
+        probs = torch.softmax(logits, -1, out=logits)
+        out = torch.bmm(probs, v3)
+        ctx.save_for_backward(q3, k3, v3, probs, out)
         ctx.scale, ctx.bias_shape = scale, bias.shape
         # (B*H, L, Dv) -> (B, H, L, Dv)
-        return torch.bmm(probs, v3).view(bsz, heads, length, -1)
+        return out.view(bsz, heads, length, -1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q3, k3, v3, probs = ctx.saved_tensors
+        q3, k3, v3, probs, out = ctx.saved_tensors
         shape4 = (grad.shape[0], grad.shape[1])
         g3 = grad.reshape(-1, grad.shape[-2], grad.shape[-1])
         grad_v = torch.bmm(probs.transpose(1, 2), g3)
-        # Softmax backward in place: dS = P * (dP - sum(P * dP)).
-        d_logits = torch.bmm(g3, v3.transpose(1, 2)).mul_(probs)
-        d_logits.addcmul_(probs, d_logits.sum(-1, keepdim=True), value=-1.0)
+        # Softmax backward in place: dS = P * (dP - rowsum(P * dP)), rowsum(P * dP) = dO . O.
+        rows = (g3 * out).sum(-1, keepdim=True)
+        d_logits = torch.bmm(g3, v3.transpose(1, 2)).sub_(rows).mul_(probs)
         grad_q = torch.bmm(d_logits, k3).mul_(ctx.scale)
         grad_k = torch.bmm(d_logits.transpose(1, 2), q3).mul_(ctx.scale)
         length, span = d_logits.shape[-2:]

@@ -279,3 +279,18 @@ def test_value_path_leaves_caller_tensors_unchanged_and_has_the_reference_gradie
         reference = torch.autograd.grad((expected * weights).sum(), leaves)
         for a_grad, b_grad in zip(grads, reference, strict=True):
             torch.testing.assert_close(a_grad, b_grad)
+
+
+def test_cpu_training_path_keeps_the_bias_and_guards_its_saved_output() -> None:
+    # The logits are the path's own buffer (bias added, softmax taken in place); the caller's
+    # bias is never written. Like SDPA's, the backward reads the output: writing into it
+    # first is autograd's in-place error, never a silently wrong gradient.
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 6, 8, generator=g, requires_grad=True) for _ in range(3))
+    bias = torch.randn(1, 1, 6, 6, generator=g, requires_grad=True)
+    kept = bias.detach().clone()
+    out = attention(q, k, v, bias=bias)
+    assert torch.equal(bias.detach(), kept)
+    out.mul_(2.0)
+    with pytest.raises(RuntimeError, match="inplace"):
+        out.sum().backward()
