@@ -53,7 +53,7 @@ def _check_table_heads(name: str, table: Tensor, heads: int) -> None:
 
 
 class _BiasedAttention(torch.autograd.Function):
-    """``softmax(s q k^T + bias) v`` with a hand-written backward (CPU training path).
+    r"""``softmax(s q k^T + bias) v`` with a hand-written backward (CPU training path).
 
     Exact, and fewer memory passes than autograd through the same ops: the bias is added in
     place to the first matmul's output and the softmax is taken in place; the softmax backward

@@ -283,14 +283,15 @@ def test_value_path_leaves_caller_tensors_unchanged_and_has_the_reference_gradie
 
 def test_cpu_training_path_keeps_the_bias_and_guards_its_saved_output() -> None:
     # The logits are the path's own buffer (bias added, softmax taken in place); the caller's
-    # bias is never written. Like SDPA's, the backward reads the output: writing into it
-    # first is autograd's in-place error, never a silently wrong gradient.
+    # bias is never written. The backward reads the output: writing into it is refused by
+    # autograd, never a silently wrong gradient.
     g = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(2, 3, 6, 8, generator=g, requires_grad=True) for _ in range(3))
     bias = torch.randn(1, 1, 6, 6, generator=g, requires_grad=True)
     kept = bias.detach().clone()
     out = attention(q, k, v, bias=bias)
     assert torch.equal(bias.detach(), kept)
-    out.mul_(2.0)
     with pytest.raises(RuntimeError, match="inplace"):
-        out.sum().backward()
+        out.mul_(2.0)
+    out.sum().backward()
+    assert bias.grad is not None and torch.equal(bias.detach(), kept)
