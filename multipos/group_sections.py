@@ -28,9 +28,12 @@ _IN_PLACE_RUN = 16
 
 @dataclass(frozen=True)
 class _Rotations:
-    """SO(2) blocks on channels ``[start, start + 2 * count)``: interleaved cos/sin tables
-    ``(B | 1, 1, L, 2 * count)`` in float32 or wider, as RoPE's, and the same rotations as
-    complex numbers ``(B | 1, 1, L, count)`` and their conjugates (None while compiling)."""
+    """SO(2) blocks on channels ``[start, start + 2 * count)``: per-block cos/sin
+    ``(B | 1, L, count)`` in float32 or wider, and the same rotations as complex numbers
+    ``(B | 1, 1, L, count)`` and their conjugates (None while compiling). RoPE's interleaved
+    tables are formed only where the complex product cannot be used (compilation, pairs not
+    aligned in memory): measured, forming them was a quarter of building a 2-D GTA
+    representation (one thread, 256 tokens, 16 blocks)."""
 
     start: int
     count: int
@@ -47,7 +50,7 @@ class _Rotations:
             # The complex form RoPE uses in eager mode (apply_rotary), built once here.
             turn = torch.complex(cos, sin).unsqueeze(1)
             turn_inverse = torch.complex(cos, -sin).unsqueeze(1)
-        return cls(start, cos.shape[-1], _interleave(cos), _interleave(sin), turn, turn_inverse)
+        return cls(start, cos.shape[-1], cos, sin, turn, turn_inverse)
 
 
 @dataclass(frozen=True)
@@ -332,7 +335,7 @@ def _section_pieces(x: Tensor, s: _Rotations | _Matrices, mode: _Mode) -> list[T
             # bit), with the complex table built once instead of per call.
             return [torch.view_as_real(_complex(part, s.count) * turn).flatten(-2)]
         sin = s.sin if mode in ("rho", "inverse_transpose") else -s.sin
-        return [apply_rotary(part, s.cos, sin, layout="interleaved")]
+        return [apply_rotary(part, _interleave(s.cos), _interleave(sin), layout="interleaved")]
     right = _right_factor(s, mode)
     if right is None:
         return [_per_token(x, s, mode)]
