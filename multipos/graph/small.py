@@ -27,7 +27,7 @@ from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
 from multipos.graph.threads import blas_single_threaded
 from multipos.graph.union import StackedGraphs, check_degrees
 
-__all__ = ["small_graph_eigenpairs"]
+__all__ = ["small_graph_eigenpairs", "unweighted_laplacian_pe"]
 
 _ARANGE = np.arange(max(FULL_EIGH_MAX_NODES, 64))
 
@@ -210,3 +210,54 @@ def _eigenpairs(
         no_zero_column = kv == k and not num_iso
         out.append(Eigenpairs(_canonical(sel, k, no_zero_column) + 0.0, values, np.arange(k) < kv))
     return out
+
+
+def unweighted_laplacian_pe(
+    edge_index: np.ndarray, n: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The default Laplacian PE of one unweighted graph of ``1..96`` nodes (symmetric
+    normalisation, union symmetrisation, every component's trivial pair dropped) as float32
+    ``(vectors (n, K), values (K,), mask (K,))``, or ``None`` where :func:`_eigenpairs` must
+    decide (an index out of range, a repeated edge, another size).
+
+    The per-graph path of a PyG ``pre_transform`` for molecule-sized graphs, where the cost
+    is the number of array operations: edge counts are integers, so every sum is exact in any
+    order and one reduction replaces the checks the weighted path needs; every floating-point
+    step is :func:`_eigenpairs`'s, in the same order, so the bits are equal
+    (``tests/graph/test_determinism.py``).
+    """
+    if not 0 < n <= FULL_EIGH_MAX_NODES or edge_index.dtype != np.int64:
+        return None
+    # One pass over the ids: a negative id read as unsigned is above any n.
+    if edge_index.size and edge_index.view(np.uint64).max() >= n:
+        return None
+    a = np.bincount(edge_index[0] * n + edge_index[1], minlength=n * n).reshape(n, n)
+    a.flat[:: n + 1] = 0  # self-loops are dropped
+    a_sym = np.maximum(a, a.T)
+    if a_sym.max(initial=0) > 1:  # a repeated edge: the weighted path counts components
+        return None
+    deg = a_sym.sum(axis=1).astype(np.float64)  # integers: exact, as the cumsum there
+    isolated = deg == 0.0
+    num_iso = int(np.count_nonzero(isolated))
+    if num_iso:
+        dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
+    else:
+        dinv = 1.0 / np.sqrt(deg)
+    lap = -(dinv[:, None] * a_sym) * dinv
+    lap.flat[:: n + 1] = np.where(isolated, 3.0, 1.0) if num_iso else 1.0
+    vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(lap))
+    vals, vecs = vals_t.numpy(), vecs_t.numpy()
+    # A 0/1 adjacency: the components are the zero eigenvalues (see _eigenpairs).
+    offset = int(np.count_nonzero(vals < 1e-9))
+    kv = max(0, min(k, n - num_iso - offset))
+    if kv == k:
+        sel = vecs[:, offset : offset + k]
+    else:
+        sel = np.zeros((n, k))
+        sel[:, :kv] = vecs[:, offset : offset + kv]
+    if num_iso:
+        sel = np.where(isolated[:, None], 0.0, sel)
+    values = np.zeros(k, dtype=np.float32)
+    values[:kv] = vals[offset : offset + kv]
+    vectors = (_canonical(sel, k, False) + 0.0).astype(np.float32)
+    return vectors, values, np.arange(k) < kv

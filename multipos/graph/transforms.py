@@ -42,6 +42,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from multipos.graph.batched import (
+    DEFAULT_WEIGHT_ATTR,
     batched_laplacian_pe,
     batched_magnetic_laplacian_pe,
     one_graph,
@@ -61,6 +62,7 @@ from multipos.graph.options import (
     Symmetrize,
     Trivial,
 )
+from multipos.graph.small import unweighted_laplacian_pe
 from multipos.graph.spectral import eigen_pe_many
 from multipos.graph.transform_base import Transform, check_data, check_name, check_prefix
 from multipos.graph.walk_transform import AddDirectionalRandomWalkPE, pairwise_to_dense
@@ -223,6 +225,34 @@ class AddLaplacianPE(_SpectralTransform):
 
     def _potentials(self) -> tuple[list[float | None], str]:
         return [None], "absolute"
+
+    def forward(self, data: Data) -> Data:
+        # The defaults on an unweighted graph of up to 96 nodes on one thread (a molecule
+        # dataset's pre_transform): straight from edge_index to the attributes, the same bits
+        # as the general path below, which takes every other case.
+        ei = getattr(data, "edge_index", None)
+        n = getattr(data, "num_nodes", None) if isinstance(data, Data) else None
+        if (
+            type(n) is int
+            and isinstance(ei, Tensor)
+            and ei.dim() == 2
+            and ei.shape[0] == 2
+            and ei.device.type == "cpu"
+            and (self.weight_attr is None or getattr(data, self.weight_attr, None) is None)
+            and self.weight_attr in (None, DEFAULT_WEIGHT_ATTR)
+            and (self.normalization, self.symmetrize, self.trivial) == ("sym", "union", "drop")
+            and self.solver in ("auto", "dense")
+            and torch.get_num_threads() == 1
+        ):
+            out = unweighted_laplacian_pe(ei.numpy(), n, self.k)
+            if out is not None:
+                vectors, values, mask = out
+                p = self.attr_prefix
+                data[f"{p}_pe"] = torch.from_numpy(vectors)
+                data[f"{p}_eigenvalues"] = _repeat_rows(values, n)
+                data[f"{p}_mask"] = _repeat_rows(mask, n)
+                return data
+        return super().forward(data)
 
     def _write_one(self, data: Data, pairs: list[Eigenpairs]) -> None:
         r, p = pairs[0], self.attr_prefix
