@@ -26,6 +26,16 @@ def _er(n: int, p: float, seed: int, directed: bool) -> torch.Tensor:
     return adj.nonzero().t().contiguous()
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The per-graph path runs where torch has one thread (a dataset's pre_transform in a
+    worker); with more, the general path holds the thread settings."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CASES = [
     *[(n, 4.0 / n, seed, seed % 2 == 1) for seed, n in enumerate((5, 12, 20, 31, 40, 64, 96))],
     (30, 0.01, 7, False),  # mostly isolated nodes
