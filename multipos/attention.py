@@ -14,12 +14,12 @@ Schemes act on attention in a few ways, and :func:`attention` applies any combin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multipos.attention_cpu import BiasedAttention
 from multipos.bias import ContextualBias, ValueBias, contextual_bias, value_bias
 from multipos.groups import GTARepresentation
 from multipos.rotary import Layout, RotaryTables, apply_rotary
@@ -49,60 +49,6 @@ def _check_table_heads(name: str, table: Tensor, heads: int) -> None:
     if table.dim() != 3 or table.shape[0] not in (1, heads):
         raise ValueError(
             f"{name} table must be (H or 1, ...) with H = {heads} heads, got {tuple(table.shape)}"
-        )
-
-
-class _BiasedAttention(torch.autograd.Function):
-    r"""``softmax(s q k^T + bias) v`` with a hand-written backward (CPU training path).
-
-    Exact, and fewer memory passes than autograd through the same ops: the bias is added in
-    place to the first matmul's output and the softmax is taken in place; the softmax backward
-    uses the output's row sums, :math:`\sum_j P_{ij}\, dP_{ij} = dO_i \cdot O_i` (as
-    FlashAttention's backward does), so it needs two in-place passes over the ``L x S``
-    gradient instead of a product, a reduction and a fused update; the bias gradient is the
-    logit gradient summed to the bias's shape (for iRPE: to ``(1, 1, L, S)``, then scattered
-    into the buckets by the lookup's own backward). Like SDPA's, the backward reads the
-    output, so writing into the output in place before the backward is an autograd error.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> Tensor:
-        bsz, heads, length, dim = q.shape
-        span = k.shape[-2]
-        # (B, H, L, D) -> (B*H, L, D)
-        q3, k3 = q.reshape(-1, length, dim), k.reshape(-1, span, dim)
-        v3 = v.reshape(-1, span, v.shape[-1])
-        # The scale on q (a third of the logits' size), the bias added in place: measured
-        # faster than baddbmm with the bias broadcast to (B*H, L, S) first. The row-wise
-        # softmax kernel reads each row before writing it, so it may write over its input.
-        logits = torch.bmm(q3 * scale, k3.transpose(1, 2))
-        logits.view(bsz, heads, length, span).add_(bias)
-        probs = torch.softmax(logits, -1, out=logits)
-        out = torch.bmm(probs, v3)
-        ctx.save_for_backward(q3, k3, v3, probs, out)
-        ctx.scale, ctx.bias_shape = scale, bias.shape
-        # (B*H, L, Dv) -> (B, H, L, Dv)
-        return out.view(bsz, heads, length, -1)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q3, k3, v3, probs, out = ctx.saved_tensors
-        shape4 = (grad.shape[0], grad.shape[1])
-        g3 = grad.reshape(-1, grad.shape[-2], grad.shape[-1])
-        grad_v = torch.bmm(probs.transpose(1, 2), g3)
-        # Softmax backward in place: dS = P * (dP - rowsum(P * dP)), rowsum(P * dP) = dO . O.
-        rows = (g3 * out).sum(-1, keepdim=True)
-        d_logits = torch.bmm(g3, v3.transpose(1, 2)).sub_(rows).mul_(probs)
-        grad_q = torch.bmm(d_logits, k3).mul_(ctx.scale)
-        grad_k = torch.bmm(d_logits.transpose(1, 2), q3).mul_(ctx.scale)
-        length, span = d_logits.shape[-2:]
-        grad_bias = d_logits.view(*shape4, length, span).sum_to_size(ctx.bias_shape)
-        return (
-            grad_q.view(*shape4, length, -1),
-            grad_k.view(*shape4, span, -1),
-            grad_v.view(*shape4, span, -1),
-            grad_bias,
-            None,
         )
 
 
@@ -337,7 +283,7 @@ def attention(
         return out if back is None else back._act(out, "inverse", "output", owned=True)
 
     if not values and dropout_p == 0.0 and total is not None and total.dtype == q.dtype:
-        out = _BiasedAttention.apply(q, k, v, total, scale)
+        out = BiasedAttention.apply(q, k, v, total, scale)
         return out if back is None else back._act(out, "inverse", "output", owned=True)
 
     if gta is not None or scaled_q is None:

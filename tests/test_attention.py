@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import multipos
+import multipos.attention_cpu
 from multipos import ContextualBias, RotaryEmbedding, ValueBias, apply_rotary, attention
 
 
@@ -221,9 +222,14 @@ def test_rotary_tables_for_q_and_k_must_share_a_layout(qkv) -> None:
     [(1, 1, 5, 7), (1, 3, 5, 7), (2, 3, 5, 7), (5, 7)],
     ids=["shared", "per_head", "per_sample", "2d"],
 )
-def test_cpu_training_path_gradients_equal_autograd_of_the_definition(bias_shape) -> None:
-    # The learnable-bias CPU path has a hand-written backward: every gradient (q, k, v and
-    # the bias, summed to its broadcast shape) must equal autograd through the formula.
+@pytest.mark.parametrize("block_bytes", [1, 2 << 20], ids=["one_sample_per_block", "one_block"])
+def test_cpu_training_path_gradients_equal_autograd_of_the_definition(
+    bias_shape, block_bytes, monkeypatch
+) -> None:
+    # The learnable-bias CPU path has a hand-written backward, block by block: every gradient
+    # (q, k, v and the bias, summed to its broadcast shape) must equal autograd through the
+    # formula, whatever the blocks.
+    monkeypatch.setattr(multipos.attention_cpu, "_BLOCK_BYTES", block_bytes)
     g = torch.Generator().manual_seed(4)
     q = torch.randn(2, 3, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
@@ -295,3 +301,17 @@ def test_cpu_training_path_keeps_the_bias_and_guards_its_saved_output() -> None:
         out.mul_(2.0)
     out.sum().backward()
     assert bias.grad is not None and torch.equal(bias.detach(), kept)
+
+
+@pytest.mark.parametrize("bias_shape", [(1, 1, 5, 7), (1, 3, 5, 7), (2, 3, 5, 7), (5, 7)])
+def test_cpu_forward_without_autograd_keeps_no_probabilities(bias_shape, monkeypatch) -> None:
+    # Outside autograd the blocks share one scratch buffer: the same output as SDPA.
+    monkeypatch.setattr(multipos.attention_cpu, "_BLOCK_BYTES", 1)
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(3, 3, n, 8, generator=g, dtype=torch.float64) for n in (5, 7, 7))
+    bias = torch.randn(bias_shape, generator=g, dtype=torch.float64)
+    if bias.dim() == 4 and bias.shape[0] == 2:
+        q, k, v = q[:2], k[:2], v[:2]
+    out = multipos.attention_cpu.BiasedAttention.apply(q, k, v, bias, 0.3)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=0.3)
+    torch.testing.assert_close(out, ref)
