@@ -143,15 +143,8 @@ def scratch_buffer(workspace: dict[tuple[Any, ...], Tensor], role: str, x: Tenso
     the fresh pages being faulted in and cold in cache. Only for grad disabled (nothing saves
     the tensor for a backward), one per thread; the workspace lives as long as its
     representation (one forward)."""
-    key = (
-        role,
-        x.shape,
-        x.stride(),
-        x.dtype,
-        x.device,
-        torch.is_inference_mode_enabled(),
-        threading.get_ident(),
-    )
+    inference = torch.is_inference_mode_enabled()
+    key = (role, x.shape, x.stride(), x.dtype, x.device, inference, threading.get_ident())
     buffer = workspace.get(key)
     if buffer is None:
         buffer = workspace[key] = torch.empty_like(x)
@@ -380,3 +373,27 @@ def _per_token(x: Tensor, s: _Matrices, mode: _Mode) -> Tensor:
     # (B | 1, 1, L, n, d, d) @ (B, H, L, n, d, 1) -> (B, H, L, n * d)
     out = (mats.unsqueeze(1) @ part.unsqueeze(-1)).squeeze(-1)
     return out.reshape(bsz, heads, length, width).to(x.dtype)
+
+
+_TRANSPOSED: dict[str, _Mode] = {
+    "rho": "transpose",
+    "transpose": "rho",
+    "inverse": "inverse_transpose",
+    "inverse_transpose": "inverse",
+}
+
+
+class Action(torch.autograd.Function):
+    """``x -> rho x`` (in one of the four modes) of a representation (``rep``, a
+    :class:`~multipos.groups.GTARepresentation`) whose blocks need no gradient: linear in
+    ``x``, so the backward is the transposed action, written like the forward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, rep: Any, mode: _Mode) -> Tensor:
+        ctx.rep, ctx.mode = rep, mode
+        out: Tensor = rep._write(x, mode)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        return ctx.rep._act(grad, _TRANSPOSED[ctx.mode], "gradient"), None, None
