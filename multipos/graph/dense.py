@@ -13,9 +13,11 @@ go through the same code and give the same bits:
 * every construction step is elementwise IEEE arithmetic or a sum in a fixed order
   (``cumsum`` along a row, ``add.at`` / ``bincount`` in edge and node order); complex
   entries are assembled from their real and imaginary parts;
-* each matrix is solved by its own LAPACK call on a freshly allocated, 64-byte aligned
-  buffer (torch's allocator; all pairs), never as one matrix inside a stacked batch, whose
-  offset in memory would change LAPACK's vectorised code path;
+* each matrix is solved by its own LAPACK call (``numpy.linalg.eigh``: ``?syevd`` /
+  ``?heevd`` on a copy in a buffer of its own; all pairs), the call a graph alone gets
+  (a stacked batch in MKL's batched solver once gave matrices at other memory offsets other
+  bits; OpenBLAS's solvers give the same bits at any offset and with 1 or 2 threads up to
+  96 nodes, which ``tests/graph/test_determinism.py`` holds);
 * graphs above :data:`~multipos.graph.medium.FULL_EIGH_MAX_NODES` nodes are not batched: each
   goes through :func:`~multipos.graph.medium.medium_eigenpairs`, as when it is alone;
 * every solver call runs on one thread (:mod:`multipos.graph.threads`); many graphs are
@@ -30,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
 import numpy as np
-import torch
 
 from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
 from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
@@ -170,8 +171,8 @@ def _laplacian(
 
 def _solve_one(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All ascending eigenpairs of one Hermitian matrix."""
-    vals, vecs = torch.linalg.eigh(torch.from_numpy(mat))  # copies into aligned memory
-    return vals.numpy(), vecs.numpy()
+    vals, vecs = np.linalg.eigh(mat)
+    return vals, vecs
 
 
 def _map(fn: Callable[[int], _T], count: int, workers: int) -> list[_T]:
@@ -259,8 +260,8 @@ def dense_eigenpairs(
     potential in ``qs`` (``None``: the real Laplacian, its null space replaced or dropped
     exactly), float64 / complex128.
 
-    Call it with torch held at one thread (:func:`~multipos.graph.threads.torch_single_threaded`);
-    the solver calls are spread over ``workers`` Python threads. ``krylov``: graphs above
+    The solver calls are spread over ``workers`` Python threads, every BLAS held at one
+    thread meanwhile. ``krylov``: graphs above
     :data:`~multipos.graph.medium.FULL_EIGH_MAX_NODES` nodes try the shift-invert solver
     for the magnetic Laplacian first (``solver="auto"``).
 
@@ -290,24 +291,25 @@ def dense_eigenpairs(
         order = np.argsort(sizes, kind="stable")
         ids, sizes = ids[order], sizes[order]
         groups = np.split(ids, np.flatnonzero(np.diff(sizes)) + 1)
-    for same_n in groups:
-        n = int(graphs.sizes[same_n[0]])
-        per_chunk = max(1, _CHUNK_ENTRIES // max(n * n, 1))
-        for lo in range(0, same_n.size, per_chunk):
-            gs = same_n[lo : lo + per_chunk]
-            chunk = _build_chunk(graphs, edge_graph, gs, n, symmetrize, normalization, null)
-            results = [out.setdefault(int(g), []) for g in gs]
-            skew, one_way = (None, None)
-            if any(q is not None for q in qs):
-                skew, one_way = _direction(chunk, symmetrize)
-            for q in qs:
-                q_eff = None
-                if q is not None and q_mode == "relative" and one_way is not None:
-                    q_eff = q / np.maximum(1, np.minimum(one_way, n)).astype(np.float64)
-                elif q is not None:
-                    q_eff = np.full(gs.size, q, dtype=np.float64)
-                lap = _laplacian(chunk, normalization, skew, q_eff)
-                solved = _solve_chunk(lap, chunk.comps, k, trivial, q is None, workers)
-                for res, pairs in zip(results, solved, strict=True):
-                    res.append(pairs)
+    with blas_single_threaded():
+        for same_n in groups:
+            n = int(graphs.sizes[same_n[0]])
+            per_chunk = max(1, _CHUNK_ENTRIES // max(n * n, 1))
+            for lo in range(0, same_n.size, per_chunk):
+                gs = same_n[lo : lo + per_chunk]
+                chunk = _build_chunk(graphs, edge_graph, gs, n, symmetrize, normalization, null)
+                results = [out.setdefault(int(g), []) for g in gs]
+                skew, one_way = (None, None)
+                if any(q is not None for q in qs):
+                    skew, one_way = _direction(chunk, symmetrize)
+                for q in qs:
+                    q_eff = None
+                    if q is not None and q_mode == "relative" and one_way is not None:
+                        q_eff = q / np.maximum(1, np.minimum(one_way, n)).astype(np.float64)
+                    elif q is not None:
+                        q_eff = np.full(gs.size, q, dtype=np.float64)
+                    lap = _laplacian(chunk, normalization, skew, q_eff)
+                    solved = _solve_chunk(lap, chunk.comps, k, trivial, q is None, workers)
+                    for res, pairs in zip(results, solved, strict=True):
+                        res.append(pairs)
     return out

@@ -5,7 +5,7 @@ cost is the number of array operations, not the flops. This module computes the 
 eigenvector PE as :mod:`multipos.graph.dense` for one graph with two-dimensional arrays and
 as few calls as possible, step for step the same IEEE operations in the same order
 (weights summed in edge order, ``cumsum`` degrees, the same element-wise Laplacian, one
-``torch.linalg.eigh`` on the same matrix, the same selection and sign / phase rule), so the
+``numpy.linalg.eigh`` on the same matrix, the same selection and sign / phase rule), so the
 bits equal those of the batched path; ``tests/graph/test_determinism.py`` holds that.
 The component count that decides how many pairs ``trivial="drop"`` removes is an integer,
 computed exactly either way (see :func:`_eigenpairs`). Graphs above 96 nodes go to
@@ -20,7 +20,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from multipos.graph.eigensolvers import TIE_TOL, Eigenpairs
 from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
@@ -192,8 +191,7 @@ def _eigenpairs(
             full = np.empty((n, n), dtype=np.complex128)
             full.real, full.imag = lap, lap_im
             lap = full
-        vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(lap))
-        vals, vecs = vals_t.numpy(), vecs_t.numpy()
+        vals, vecs = np.linalg.eigh(lap)
         if c < 0 and drop:  # the real Laplacian of a 0/1 adjacency: see above
             c = int(np.count_nonzero(vals < 1e-9))
         offset = c if drop else 0
@@ -245,8 +243,7 @@ def unweighted_laplacian_pe(
         dinv = 1.0 / np.sqrt(deg)
     lap = -(dinv[:, None] * a_sym) * dinv
     lap.flat[:: n + 1] = np.where(isolated, 3.0, 1.0) if num_iso else 1.0
-    vals_t, vecs_t = torch.linalg.eigh(torch.from_numpy(lap))
-    vals, vecs = vals_t.numpy(), vecs_t.numpy()
+    vals, vecs = np.linalg.eigh(lap)
     # A 0/1 adjacency: the components are the zero eigenvalues (see _eigenpairs).
     offset = int(np.count_nonzero(vals < 1e-9))
     kv = max(0, min(k, n - num_iso - offset))
@@ -259,5 +256,11 @@ def unweighted_laplacian_pe(
         sel = np.where(isolated[:, None], 0.0, sel)
     values = np.zeros(k, dtype=np.float32)
     values[:kv] = vals[offset : offset + kv]
-    vectors = (_canonical(sel, k, False) + 0.0).astype(np.float32)
+    # _canonical's sign rule; + 0.0 (no -0.0) and the float32 rounding in one pass.
+    mag = np.abs(sel)
+    anchor = (mag >= mag.max(axis=0) - TIE_TOL).argmax(axis=0)
+    signed = sel * np.where(
+        sel[anchor, _ARANGE[:k] if k <= _ARANGE.size else np.arange(k)] < 0, -1.0, 1.0
+    )
+    vectors = np.add(signed, 0.0, dtype=np.float32)
     return vectors, values, np.arange(k) < kv
