@@ -67,18 +67,25 @@ class BiasedAttention(torch.autograd.Function):
         g3 = grad.reshape(-1, length, grad.shape[-1])
         grad_q, grad_k, grad_v = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
         bias4 = (1,) * (4 - len(ctx.bias_shape)) + tuple(ctx.bias_shape)
-        grad_bias = grad.new_zeros(bias4)
+        # A term of the logits' full shape (iRPE contextual): its gradient is the logit
+        # gradient itself, written block by block where it ends; otherwise one block of scratch.
+        full = bias4 == (bsz, heads, length, span)
+        grad_bias = grad.new_empty(bias4) if full or bias4[0] > 1 else grad.new_zeros(bias4)
+        scratch = grad_bias.view(-1, length, span) if full else None
+        if scratch is None:
+            scratch = grad.new_empty(per * heads, length, span)
         # Softmax backward in place: dS = P * (dP - rowsum(P * dP)), rowsum(P * dP) = dO . O.
         row_sums = (g3 * out).sum(-1, keepdim=True)
-        scratch = grad.new_empty(per * heads, length, span)
         for b0 in range(0, bsz, per):
             b1 = min(b0 + per, bsz)
             rows = slice(b0 * heads, b1 * heads)
-            p, d = probs[rows], scratch[: (b1 - b0) * heads]
+            p, d = probs[rows], scratch[rows] if full else scratch[: (b1 - b0) * heads]
             torch.bmm(p.transpose(1, 2), g3[rows], out=grad_v[rows])
             torch.bmm(g3[rows], v3[rows].transpose(1, 2), out=d).sub_(row_sums[rows]).mul_(p)
             torch.bmm(d, k3[rows], out=grad_q[rows])
             torch.bmm(d.transpose(1, 2), q3[rows], out=grad_k[rows])  # (s q)^T: scaled
+            if full:
+                continue
             block = d.view(b1 - b0, heads, length, span)
             if bias4[0] > 1:
                 grad_bias[b0:b1] = block.sum_to_size((b1 - b0, *bias4[1:]))
