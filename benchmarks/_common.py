@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -87,3 +89,39 @@ def emit(bench: str, case: str, metric: str, ours: float, baseline: float, **ext
             **extra,
         }
     )
+
+
+def rerun_command(script: str, argv: list[str]) -> list[str]:
+    """The command that runs ``script`` with ``argv`` less its ``--processes`` option."""
+    command, skip = [sys.executable, script], False
+    for arg in argv:
+        if not skip and arg != "--processes" and not arg.startswith("--processes="):
+            command.append(arg)
+        skip = arg == "--processes"
+    return command
+
+
+def median_of_processes(command: list[str], processes: int) -> None:
+    """Run ``command`` (a benchmark printing JSON rows) in ``processes`` fresh processes, one
+    after another, and print one row per ``(bench, case, metric)``: ``ours``, ``baseline`` and
+    ``ratio`` are the medians over the processes, ``ratio_runs`` every process's ratio in run
+    order. Ratios move more between processes than within one (memory placement, other work
+    on the machine), so this is the figure to hold against a budget.
+    """
+    rows: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for _ in range(processes):
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        for line in done.stdout.splitlines():
+            if line.startswith("{"):
+                row = json.loads(line)
+                rows.setdefault((row["bench"], row["case"], row["metric"]), []).append(row)
+    for runs in rows.values():
+        first = {k: v for k, v in runs[0].items() if k != "machine"}
+        first.update(
+            ours=statistics.median(r["ours"] for r in runs),
+            baseline=statistics.median(r["baseline"] for r in runs),
+            ratio=statistics.median(r["ratio"] for r in runs),
+            ratio_runs=[round(r["ratio"], 4) for r in runs],
+            processes=len(runs),
+        )
+        emit_row(first)

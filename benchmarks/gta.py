@@ -12,9 +12,11 @@ on the same q, k, v, alternating runs, medians; forward (no grad) and forward+ba
   scheme can reach;
 - ``control_sdpa``: plain SDPA timed against itself (the resolution of the other ratios).
 
-DESIGN.md's budget: GTA at most 1.3x plain SDPA (forward).
+DESIGN.md's budget: GTA at most 1.3x plain SDPA (forward). ``--processes N`` runs the whole
+measurement in N fresh processes one after another and prints the median of each row, with
+every process's ratio in ``ratio_runs`` (ratios move more between processes than within one).
 
-    python benchmarks/gta.py [--repeats 41]
+    python benchmarks/gta.py [--repeats 41] [--processes 5]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, time_alternating
+from _common import emit, median_of_processes, rerun_command, time_alternating
 
 import multipos
 from multipos import GTARepresentation, se3_blocks, so2_angles, so2_blocks
@@ -95,7 +97,11 @@ def _backward(fn: Callable[..., Tensor], *args: Tensor) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=41)
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
+    if args.processes > 1:
+        median_of_processes(rerun_command(__file__, sys.argv[1:]), args.processes)
+        return
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(BATCH, HEADS, TOKENS, HEAD_DIM, generator=g) for _ in range(3))

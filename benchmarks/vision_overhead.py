@@ -14,6 +14,9 @@ optional C++ op is not built, so it runs its pure-PyTorch path). Point ``DIR`` a
 of that folder; it is imported, never copied. Outputs are checked equal before timing.
 
     python benchmarks/vision_overhead.py [--repeats 5] [--cream /path/to/iRPE/DeiT-with-iRPE]
+
+``--processes N`` runs everything in N fresh processes one after another and prints the median
+of each row, with every process's ratio in ``ratio_runs``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, time_alternating
+from _common import emit, median_of_processes, rerun_command, time_alternating
 
 import multipos
 
@@ -218,7 +221,11 @@ def main() -> None:
     parser.add_argument("--cream", type=Path, help="path to Cream's iRPE/DeiT-with-iRPE folder")
     parser.add_argument("--only", nargs="*", help="subset of model cases to run")
     parser.add_argument("--skip-models", action="store_true", help="only run part 2")
+    parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
+    if args.processes > 1:
+        median_of_processes(rerun_command(__file__, sys.argv[1:]), args.processes)
+        return
     if not args.skip_models:
         _model_overhead(args.repeats, set(args.only) if args.only else None)
     if args.cream is not None:
