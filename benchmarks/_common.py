@@ -105,8 +105,9 @@ def median_of_processes(command: list[str], processes: int) -> None:
     """Run ``command`` (a benchmark printing JSON rows) in ``processes`` fresh processes, one
     after another, and print one row per ``(bench, case, metric)``: ``ours``, ``baseline`` and
     ``ratio`` are the medians over the processes, ``ratio_runs`` every process's ratio in run
-    order. Ratios move more between processes than within one (memory placement, other work
-    on the machine), so this is the figure to hold against a budget.
+    order; other fields are kept where every process printed the same value. Ratios move more
+    between processes than within one (memory placement, other work on the machine), so this
+    is the figure to hold against a budget.
     """
     rows: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for _ in range(processes):
@@ -116,7 +117,9 @@ def median_of_processes(command: list[str], processes: int) -> None:
                 row = json.loads(line)
                 rows.setdefault((row["bench"], row["case"], row["metric"]), []).append(row)
     for runs in rows.values():
-        first = {k: v for k, v in runs[0].items() if k != "machine"}
+        # Fields every process printed alike (the configuration); the rest described one run.
+        first = {k: v for k, v in runs[0].items() if all(r.get(k) == v for r in runs)}
+        first.pop("machine", None)
         first.update(
             ours=statistics.median(r["ours"] for r in runs),
             baseline=statistics.median(r["baseline"] for r in runs),

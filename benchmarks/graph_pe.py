@@ -17,6 +17,8 @@ before the timed repetitions. The last row
 times the exact node-form random walk on a 100,000-node graph (out-degree 5) in a fresh
 process, with the peak of its traced (numpy / scipy) allocations from a second, traced run
 and the process's peak RSS (no baseline: materialising ``P^t`` there needs gigabytes).
+``--processes N`` runs everything in N fresh processes one after another and prints the median
+of each row, with every process's ratio in ``ratio_runs``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import get_laplacian, to_undirected
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, emit_row
+from _common import alternate, emit_row, median_of_processes, rerun_command
 
 from multipos.graph import (
     AddDirectionalRandomWalkPE,
@@ -136,7 +138,13 @@ def main() -> None:
     parser.add_argument(
         "--skip-large", action="store_true", help="only the 20-40 and 100-400-node cases"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="median of this many fresh processes"
+    )
     args = parser.parse_args()
+    if args.processes > 1:
+        median_of_processes(rerun_command(__file__, sys.argv[1:]), args.processes)
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     pyg = T.AddLaplacianEigenvectorPE(k=K, is_undirected=True)

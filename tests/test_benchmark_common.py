@@ -17,7 +17,7 @@ counter.write_text(str(run + 1))
 ours, base = [3.0, 1.0, 2.0][run], 1.0
 print("warm-up chatter")
 print(json.dumps(dict(bench="b", case="c", metric="m", ours=ours, baseline=base,
-                      ratio=ours / base, budget=1.5, machine="x")))
+                      ratio=ours / base, budget=1.5, spread=[run, run], machine="x")))
 """
 
 
@@ -34,6 +34,7 @@ def test_median_of_processes(tmp_path, capsys) -> None:
     assert row["ratio_runs"] == [3.0, 1.0, 2.0]
     assert (row["ours"], row["baseline"], row["ratio"]) == (2.0, 1.0, 2.0)
     assert row["processes"] == 3 and row["budget"] == 1.5 and row["machine"] != "x"
+    assert "spread" not in row  # one process's detail
 
 
 def test_rerun_command_drops_the_processes_option() -> None:
