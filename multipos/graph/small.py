@@ -26,7 +26,7 @@ from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
 from multipos.graph.threads import blas_single_threaded
 from multipos.graph.union import StackedGraphs, check_degrees
 
-__all__ = ["small_graph_eigenpairs", "unweighted_laplacian_pe"]
+__all__ = ["small_graph_eigenpairs", "unweighted_laplacian_pe", "unweighted_magnetic_pe"]
 
 _ARANGE = np.arange(max(FULL_EIGH_MAX_NODES, 64))
 
@@ -263,4 +263,55 @@ def unweighted_laplacian_pe(
         sel[anchor, _ARANGE[:k] if k <= _ARANGE.size else np.arange(k)] < 0, -1.0, 1.0
     )
     vectors = np.add(signed, 0.0, dtype=np.float32)
+    return vectors, values, np.arange(k) < kv
+
+
+def unweighted_magnetic_pe(
+    edge_index: np.ndarray, n: int, k: int, q: float, relative: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The default magnetic Laplacian PE of one unweighted graph of ``1..96`` nodes (one
+    potential ``q``, symmetric normalisation, union symmetrisation, null space kept) as
+    ``(vectors (n, K) complex128, values (K,) float64, mask (K,))``, or ``None`` where
+    :func:`_eigenpairs` must decide (an index out of range, another size). As
+    :func:`unweighted_laplacian_pe`: integer edge counts, one range check, and every
+    floating-point step of :func:`_eigenpairs` in the same order, so the bits are equal.
+    """
+    if not 0 < n <= FULL_EIGH_MAX_NODES or edge_index.dtype != np.int64:
+        return None
+    if edge_index.size and edge_index.view(np.uint64).max() >= n:
+        return None
+    a = np.bincount(edge_index[0] * n + edge_index[1], minlength=n * n).reshape(n, n)
+    a.flat[:: n + 1] = 0  # self-loops are dropped
+    a_sym = np.maximum(a, a.T)
+    deg = a_sym.sum(axis=1).astype(np.float64)  # integers: exact, as the cumsum there
+    isolated = deg == 0.0
+    num_iso = int(np.count_nonzero(isolated))
+    if num_iso:
+        dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
+    else:
+        dinv = 1.0 / np.sqrt(deg)
+    pattern = a > 0
+    ri, ci = np.nonzero(pattern != pattern.T)  # one-way pairs, both orientations
+    q_eff = q / float(max(1, min(ri.size // 2, n))) if relative else q
+    theta = (2.0 * math.pi * q_eff) * np.where(pattern[ri, ci], 1.0, -1.0)
+    w_re = a_sym.astype(np.float64)
+    w_im = np.zeros((n, n))
+    w_re[ri, ci] = a_sym[ri, ci] * np.cos(theta)
+    w_im[ri, ci] = a_sym[ri, ci] * np.sin(theta)
+    d_col = dinv[:, None]
+    lap = np.empty((n, n), dtype=np.complex128)
+    lap.real, lap.imag = -(d_col * w_re) * dinv, -(d_col * w_im) * dinv
+    lap.real.flat[:: n + 1] = np.where(isolated, 3.0, 1.0) if num_iso else 1.0
+    vals, vecs = np.linalg.eigh(lap)
+    kv = max(0, min(k, n - num_iso))
+    if kv == k:
+        sel = vecs[:, :k]
+    else:
+        sel = np.zeros((n, k), dtype=vecs.dtype)
+        sel[:, :kv] = vecs[:, :kv]
+    if num_iso:
+        sel = np.where(isolated[:, None], 0.0, sel)
+    values = np.zeros(k)
+    values[:kv] = vals[:kv]
+    vectors = _canonical(sel, k, kv == k and not num_iso) + 0.0
     return vectors, values, np.arange(k) < kv

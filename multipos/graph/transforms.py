@@ -62,7 +62,7 @@ from multipos.graph.options import (
     Symmetrize,
     Trivial,
 )
-from multipos.graph.small import unweighted_laplacian_pe
+from multipos.graph.small import unweighted_laplacian_pe, unweighted_magnetic_pe
 from multipos.graph.spectral import eigen_pe_many
 from multipos.graph.transform_base import Transform, check_data, check_name, check_prefix
 from multipos.graph.walk_transform import AddDirectionalRandomWalkPE, pairwise_to_dense
@@ -123,6 +123,25 @@ class _SpectralTransform(Transform):
     def _write_one(self, data: Data, pairs: list[Eigenpairs]) -> None:
         """Set the attributes of one graph from its eigenpairs (one per potential)."""
         raise NotImplementedError
+
+    def _unweighted(self, data: Any) -> tuple[np.ndarray, int] | None:
+        """``(edge_index, num_nodes)`` as numpy when ``data`` can take a per-graph fast path
+        (no weights read, CPU ids, one torch thread, a dense solver), else ``None``."""
+        ei = getattr(data, "edge_index", None)
+        n = getattr(data, "num_nodes", None) if isinstance(data, Data) else None
+        if (
+            type(n) is int
+            and isinstance(ei, Tensor)
+            and ei.dim() == 2
+            and ei.shape[0] == 2
+            and ei.device.type == "cpu"
+            and (self.weight_attr is None or getattr(data, self.weight_attr, None) is None)
+            and self.weight_attr in (None, DEFAULT_WEIGHT_ATTR)
+            and self.solver in ("auto", "dense")
+            and torch.get_num_threads() == 1
+        ):
+            return ei.numpy(), n
+        return None
 
     def forward(self, data: Data) -> Data:
         # The per-graph path (a dataset's pre_transform): straight from the eigenpairs to the
@@ -229,25 +248,17 @@ class AddLaplacianPE(_SpectralTransform):
     def forward(self, data: Data) -> Data:
         # The defaults on an unweighted graph of up to 96 nodes on one thread (a molecule
         # dataset's pre_transform): straight from edge_index to the attributes, the same bits
-        # as the general path below, which takes every other case.
-        ei = getattr(data, "edge_index", None)
-        n = getattr(data, "num_nodes", None) if isinstance(data, Data) else None
-        if (
-            type(n) is int
-            and isinstance(ei, Tensor)
-            and ei.dim() == 2
-            and ei.shape[0] == 2
-            and ei.device.type == "cpu"
-            and (self.weight_attr is None or getattr(data, self.weight_attr, None) is None)
-            and self.weight_attr in (None, DEFAULT_WEIGHT_ATTR)
-            and (self.normalization, self.symmetrize, self.trivial) == ("sym", "union", "drop")
-            and self.solver in ("auto", "dense")
-            and torch.get_num_threads() == 1
+        # as the general path, which takes every other case.
+        graph = self._unweighted(data)
+        if graph is not None and (self.normalization, self.symmetrize, self.trivial) == (
+            "sym",
+            "union",
+            "drop",
         ):
-            out = unweighted_laplacian_pe(ei.numpy(), n, self.k)
+            out = unweighted_laplacian_pe(graph[0], graph[1], self.k)
             if out is not None:
                 vectors, values, mask = out
-                p = self.attr_prefix
+                p, n = self.attr_prefix, graph[1]
                 data[f"{p}_pe"] = torch.from_numpy(vectors)
                 data[f"{p}_eigenvalues"] = _repeat_rows(values, n)
                 data[f"{p}_mask"] = _repeat_rows(mask, n)
@@ -344,6 +355,22 @@ class AddMagneticLaplacianPE(_SpectralTransform):
     def _potentials(self) -> tuple[list[float | None], str]:
         qs = list(self.q) if isinstance(self.q, tuple) else [self.q]
         return [None if q == 0.0 else q for q in qs], self.q_mode  # q = 0: the real path
+
+    def forward(self, data: Data) -> Data:
+        # The defaults with one potential on an unweighted graph of up to 96 nodes: as
+        # AddLaplacianPE's fast path, the same bits as the general path.
+        graph = self._unweighted(data)
+        if (
+            graph is not None
+            and not isinstance(self.q, tuple)
+            and self.q != 0.0
+            and (self.normalization, self.symmetrize, self.trivial) == ("sym", "union", "keep")
+        ):
+            out = unweighted_magnetic_pe(*graph, self.k, self.q, self.q_mode == "relative")
+            if out is not None:
+                self._write_one(data, [Eigenpairs(*out)])
+                return data
+        return super().forward(data)
 
     def _write_one(self, data: Data, pairs: list[Eigenpairs]) -> None:
         p, n = self.attr_prefix, pairs[0].vectors.shape[0]

@@ -14,8 +14,8 @@ import torch
 from torch_geometric.data import Data
 
 import multipos.graph.transforms as transforms
-from multipos.graph import AddLaplacianPE
-from multipos.graph.small import unweighted_laplacian_pe
+from multipos.graph import AddLaplacianPE, AddMagneticLaplacianPE
+from multipos.graph.small import unweighted_laplacian_pe, unweighted_magnetic_pe
 
 
 def _er(n: int, p: float, seed: int, directed: bool) -> torch.Tensor:
@@ -94,3 +94,20 @@ def test_graphs_it_leaves_alone_reach_the_general_path(monkeypatch) -> None:
 def test_ids_out_of_range_are_left_to_the_checks() -> None:
     for bad in ([[0, 4], [1, 0]], [[0, -1], [1, 0]], [[0, 1], [-5, 0]]):
         assert unweighted_laplacian_pe(np.array(bad, dtype=np.int64), 4, 2) is None
+
+
+@pytest.mark.parametrize("q_mode", ["relative", "absolute"])
+@pytest.mark.parametrize("k", [1, 8, 100])
+@pytest.mark.parametrize(("n", "p", "seed", "directed"), CASES)
+def test_magnetic_same_bits_as_the_general_path(n, p, seed, directed, k, q_mode) -> None:
+    ei = _er(n, p, seed, True)  # directed: one-way pairs carry the phase
+    if seed % 3 == 0 and ei.shape[1]:
+        ei = torch.cat([ei, ei[:, :3]], dim=1)  # repeated edges: weight 2
+    assert unweighted_magnetic_pe(ei.numpy(), n, k, 0.25, q_mode == "relative") is not None
+    t = AddMagneticLaplacianPE(k=k, q_mode=q_mode)
+    single = t(Data(edge_index=ei, num_nodes=n))
+    (batched,) = t.apply_many([Data(edge_index=ei, num_nodes=n)])
+    for suffix in ("pe_real", "pe_imag", "eigenvalues", "mask"):
+        x, y = single[f"magnetic_{suffix}"], batched[f"magnetic_{suffix}"]
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert torch.equal(x, y), suffix
