@@ -224,23 +224,12 @@ def unweighted_laplacian_pe(
     step is :func:`_eigenpairs`'s, in the same order, so the bits are equal
     (``tests/graph/test_determinism.py``).
     """
-    if not 0 < n <= FULL_EIGH_MAX_NODES or edge_index.dtype != np.int64:
+    graph = _integer_graph(edge_index, n)
+    if graph is None:
         return None
-    # One pass over the ids: a negative id read as unsigned is above any n.
-    if edge_index.size and edge_index.view(np.uint64).max() >= n:
-        return None
-    a = np.bincount(edge_index[0] * n + edge_index[1], minlength=n * n).reshape(n, n)
-    a.flat[:: n + 1] = 0  # self-loops are dropped
-    a_sym = np.maximum(a, a.T)
+    _, a_sym, isolated, num_iso, dinv = graph
     if a_sym.max(initial=0) > 1:  # a repeated edge: the weighted path counts components
         return None
-    deg = a_sym.sum(axis=1).astype(np.float64)  # integers: exact, as the cumsum there
-    isolated = deg == 0.0
-    num_iso = int(np.count_nonzero(isolated))
-    if num_iso:
-        dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
-    else:
-        dinv = 1.0 / np.sqrt(deg)
     lap = -(dinv[:, None] * a_sym) * dinv
     lap.flat[:: n + 1] = np.where(isolated, 3.0, 1.0) if num_iso else 1.0
     vals, vecs = np.linalg.eigh(lap)
@@ -276,20 +265,10 @@ def unweighted_magnetic_pe(
     :func:`unweighted_laplacian_pe`: integer edge counts, one range check, and every
     floating-point step of :func:`_eigenpairs` in the same order, so the bits are equal.
     """
-    if not 0 < n <= FULL_EIGH_MAX_NODES or edge_index.dtype != np.int64:
+    graph = _integer_graph(edge_index, n)
+    if graph is None:
         return None
-    if edge_index.size and edge_index.view(np.uint64).max() >= n:
-        return None
-    a = np.bincount(edge_index[0] * n + edge_index[1], minlength=n * n).reshape(n, n)
-    a.flat[:: n + 1] = 0  # self-loops are dropped
-    a_sym = np.maximum(a, a.T)
-    deg = a_sym.sum(axis=1).astype(np.float64)  # integers: exact, as the cumsum there
-    isolated = deg == 0.0
-    num_iso = int(np.count_nonzero(isolated))
-    if num_iso:
-        dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
-    else:
-        dinv = 1.0 / np.sqrt(deg)
+    a, a_sym, isolated, num_iso, dinv = graph
     pattern = a > 0
     ri, ci = np.nonzero(pattern != pattern.T)  # one-way pairs, both orientations
     q_eff = q / float(max(1, min(ri.size // 2, n))) if relative else q
@@ -315,3 +294,28 @@ def unweighted_magnetic_pe(
     values[:kv] = vals[:kv]
     vectors = _canonical(sel, k, kv == k and not num_iso) + 0.0
     return vectors, values, np.arange(k) < kv
+
+
+def _integer_graph(
+    edge_index: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray] | None:
+    """``(a, a_sym, isolated, num_isolated, D^{-1/2})`` of an unweighted graph of ``1..96``
+    nodes with int64 ids in range (else ``None``): edge counts ``a`` (self-loops dropped), the
+    union ``max(a, a^T)``, and the degree terms of :func:`_eigenpairs`, bit for bit (integer
+    degrees are exact in any order, as the cumsum there)."""
+    if not 0 < n <= FULL_EIGH_MAX_NODES or edge_index.dtype != np.int64:
+        return None
+    # One pass over the ids: a negative id read as unsigned is above any n.
+    if edge_index.size and edge_index.view(np.uint64).max() >= n:
+        return None
+    a = np.bincount(edge_index[0] * n + edge_index[1], minlength=n * n).reshape(n, n)
+    a.flat[:: n + 1] = 0  # self-loops are dropped
+    a_sym = np.maximum(a, a.T)
+    deg = a_sym.sum(axis=1).astype(np.float64)
+    isolated = deg == 0.0
+    num_iso = int(np.count_nonzero(isolated))
+    if num_iso:
+        dinv = np.where(isolated, 0.0, 1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
+    else:
+        dinv = 1.0 / np.sqrt(deg)
+    return a, a_sym, isolated, num_iso, dinv
