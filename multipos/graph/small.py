@@ -214,8 +214,8 @@ def unweighted_laplacian_pe(
     edge_index: np.ndarray, n: int, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The default Laplacian PE of one unweighted graph of ``1..96`` nodes (symmetric
-    normalisation, union symmetrisation, every component's trivial pair dropped) as float32
-    ``(vectors (n, K), values (K,), mask (K,))``, or ``None`` where :func:`_eigenpairs` must
+    normalisation, union symmetrisation, every component's trivial pair dropped) as
+    ``(vectors (n, K) float64, values (K,), mask (K,))``, or ``None`` where :func:`_eigenpairs` must
     decide (an index out of range, a repeated edge, another size).
 
     The per-graph path of a PyG ``pre_transform`` for molecule-sized graphs, where the cost
@@ -243,16 +243,9 @@ def unweighted_laplacian_pe(
         sel[:, :kv] = vecs[:, offset : offset + kv]
     if num_iso:
         sel = np.where(isolated[:, None], 0.0, sel)
-    values = np.zeros(k, dtype=np.float32)
+    values = np.zeros(k)
     values[:kv] = vals[offset : offset + kv]
-    # _canonical's sign rule; + 0.0 (no -0.0) and the float32 rounding in one pass.
-    mag = np.abs(sel)
-    anchor = (mag >= mag.max(axis=0) - TIE_TOL).argmax(axis=0)
-    signed = sel * np.where(
-        sel[anchor, _ARANGE[:k] if k <= _ARANGE.size else np.arange(k)] < 0, -1.0, 1.0
-    )
-    vectors = np.add(signed, 0.0, dtype=np.float32)
-    return vectors, values, np.arange(k) < kv
+    return _canonical(sel, k, False) + 0.0, values, np.arange(k) < kv
 
 
 def unweighted_magnetic_pe(

@@ -257,11 +257,7 @@ class AddLaplacianPE(_SpectralTransform):
         ):
             out = unweighted_laplacian_pe(graph[0], graph[1], self.k)
             if out is not None:
-                vectors, values, mask = out
-                p, n = self.attr_prefix, graph[1]
-                data[f"{p}_pe"] = torch.from_numpy(vectors)
-                data[f"{p}_eigenvalues"] = _repeat_rows(values, n)
-                data[f"{p}_mask"] = _repeat_rows(mask, n)
+                self._write_one(data, [Eigenpairs(*out)])
                 return data
         return super().forward(data)
 
