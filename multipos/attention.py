@@ -260,9 +260,10 @@ def attention(
     if gta is not None:
         keys = gta if gta_k is None else gta_k
         q = gta._act(q, "inverse_transpose", "q", scratch=True)
-        k = keys._act(k, "rho", "k", scratch=True)
         if transform_values:
-            v = keys._act(v, "rho", "v", scratch=True)
+            k, v = keys._act_keys_values(k, v)
+        else:
+            k = keys._act(k, "rho", "k", scratch=True)
     back = gta if gta is not None and transform_values else None
 
     # A learnable additive term (iRPE bias/contextual tables) keeps SDPA off its fused CPU

@@ -7,7 +7,6 @@ Used by :mod:`multipos.groups`; nothing here is public.
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -134,21 +133,6 @@ def _complex(x: Tensor, count: int) -> Tensor:
 def _turn(s: _Rotations, mode: _Mode) -> Tensor | None:
     # Rotations are orthogonal: rho^{-T} = rho and rho^{-1} = rho^T = R(-theta).
     return s.turn if mode in ("rho", "inverse_transpose") else s.turn_inverse
-
-
-def scratch_buffer(workspace: dict[tuple[Any, ...], Tensor], role: str, x: Tensor) -> Tensor:
-    """A buffer like ``x`` for attention's transformed q, k or v (``role``), kept in
-    ``workspace`` for the next call. Measured (one thread, 2 x 6 x 256 x 64, SE(3) + SO(2)):
-    a fresh buffer per transform made GTA attention 0.5-1 ms slower than one reused buffer,
-    the fresh pages being faulted in and cold in cache. Only for grad disabled (nothing saves
-    the tensor for a backward), one per thread; the workspace lives as long as its
-    representation (one forward)."""
-    inference = torch.is_inference_mode_enabled()
-    key = (role, x.shape, x.stride(), x.dtype, x.device, inference, threading.get_ident())
-    buffer = workspace.get(key)
-    if buffer is None:
-        buffer = workspace[key] = torch.empty_like(x)
-    return buffer
 
 
 def write_sections(

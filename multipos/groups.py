@@ -49,9 +49,9 @@ from multipos.group_sections import (
     _Mode,
     _Rotations,
     _section_pieces,
-    scratch_buffer,
     write_sections,
 )
+from multipos.group_workspace import keys_values, scratch_buffer
 
 __all__ = [
     "BlockKind",
@@ -240,6 +240,18 @@ class GTARepresentation:
             return out
         return self._write(x, mode, owned=owned, role=name if scratch else None)
 
+    def _act_keys_values(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``rho k`` and ``rho v`` for attention; outside autograd both in one reused buffer,
+        one pass of the sections (:func:`~multipos.group_workspace.keys_values`)."""
+        if (
+            torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or (k.shape, k.dtype, k.device) != (v.shape, v.dtype, v.device)
+        ):
+            return self._act(k, "rho", "k", scratch=True), self._act(v, "rho", "v", scratch=True)
+        self._check(k, "k")
+        return keys_values(self._workspace, self.sections, k, v)  # type: ignore[attr-defined]
+
     def _pieces(self, x: Tensor, mode: _Mode) -> Tensor:
         # Out-of-place pieces joined once: what autograd records through the blocks, and what
         # compilation traces.
@@ -378,9 +390,10 @@ def gta_attention(
         if not isinstance(r, GTARepresentation):
             raise TypeError(f"{name} must be a GTARepresentation, got {type(r).__name__}")
     q = rep._act(q, "inverse_transpose", "q", scratch=True)
-    k = keys._act(k, "rho", "k", scratch=True)
     if transform_values:
-        v = keys._act(v, "rho", "v", scratch=True)
+        k, v = keys._act_keys_values(k, v)
+    else:
+        k = keys._act(k, "rho", "k", scratch=True)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )

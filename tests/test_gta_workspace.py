@@ -51,7 +51,7 @@ def test_reused_buffers_leave_earlier_outputs_alone() -> None:
         kept = first.clone()
         buffers = {k: b.data_ptr() for k, b in rep._workspace.items()}
         second = multipos.attention(*second_in, gta=rep)
-    assert len(buffers) == 3  # q, k, v
+    assert len(buffers) == 2  # q, and k with v side by side
     assert {k: b.data_ptr() for k, b in rep._workspace.items()} == buffers  # reused
     assert torch.equal(first, kept)
     for out, inputs in ((first, first_in), (second, second_in)):
@@ -87,7 +87,7 @@ def test_inference_mode_and_no_grad_keep_separate_buffers() -> None:
     with torch.no_grad():
         b = multipos.attention(*inputs, gta=rep)  # would raise if it wrote an inference tensor
     assert torch.equal(a, b)
-    assert len(rep._workspace) == 6
+    assert len(rep._workspace) == 4
 
 
 @pytest.mark.parametrize("entry", ["attention", "gta_attention"])
@@ -122,3 +122,41 @@ def test_odd_offsets_and_odd_strides_take_the_general_path() -> None:
         torch.testing.assert_close(
             rep.apply_inverse_transpose(shifted), rep.apply_inverse_transpose(q)
         )
+
+
+def _grid_rep() -> GTARepresentation:
+    coords = torch.rand(1, 2 * _IN_PLACE_RUN, 2, generator=torch.Generator().manual_seed(7))
+    return GTARepresentation.from_angles(multipos.so2_angles(coords, HEAD_DIM // 4), HEAD_DIM)
+
+
+@pytest.mark.parametrize("kind", ["se3_so2", "so2_whole"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "token_major"])
+def test_keys_and_values_in_one_buffer_equal_apart(kind, dtype, layout) -> None:
+    rep = _rep(dtype) if kind == "se3_so2" else _grid_rep()
+    _, k, v = _qkv(20, dtype)
+    if layout == "token_major":  # as a ViT's qkv projection lays them out
+        k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (k, v))
+    apart = rep.apply(k), rep.apply(v)  # grad enabled: fresh tensors, one each
+    copies = k.clone(), v.clone()
+    with torch.no_grad():
+        together = rep._act_keys_values(k, v)
+        ptr = together[0].data_ptr()
+        again = rep._act_keys_values(k, v)
+    for got, ref in zip(together, apart, strict=True):
+        assert torch.equal(got, ref)
+    # one buffer, the halves side by side, reused by the next call; inputs untouched
+    assert together[1].data_ptr() == ptr + k.shape[1] * k[0, 0].numel() * k.element_size()
+    assert again[0].data_ptr() == ptr
+    assert torch.equal(k, copies[0]) and torch.equal(v, copies[1])
+
+
+def test_keys_and_values_that_differ_go_apart() -> None:
+    rep = _rep(torch.float64)
+    _, k, v = _qkv(21, torch.float64)
+    with torch.no_grad():
+        got_k, got_v = rep._act_keys_values(k, v.float())
+    assert got_v.dtype == torch.float32
+    assert torch.equal(got_k, rep.apply(k))
+    torch.testing.assert_close(got_v, rep.apply(v).float())
+    assert not any(key[0] == "kv" for key in rep._workspace)
