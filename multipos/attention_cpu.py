@@ -64,7 +64,9 @@ class BiasedAttention(torch.autograd.Function):
         q3, k3, v3, probs, out = ctx.saved_tensors  # q3 holds s * q
         bsz, heads, length, _ = grad.shape
         span, per = k3.shape[1], ctx.per
-        g3 = grad.reshape(-1, length, grad.shape[-1])
+        # A loss like out.sum() hands back an expanded gradient (zero strides): made dense once,
+        # or every product below copies it matrix by matrix.
+        g3 = grad.reshape(-1, length, grad.shape[-1]).contiguous()
         grad_q, grad_k, grad_v = torch.empty_like(q3), torch.empty_like(k3), torch.empty_like(v3)
         bias4 = (1,) * (4 - len(ctx.bias_shape)) + tuple(ctx.bias_shape)
         # A term of the logits' full shape (iRPE contextual): its gradient is the logit

@@ -246,6 +246,29 @@ def test_cpu_training_path_gradients_equal_autograd_of_the_definition(
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("loss", ["sum", "mean", "dense"])
+def test_cpu_training_path_takes_expanded_gradients(loss) -> None:
+    # out.sum() / out.mean() hand the backward a gradient with zero strides: the same
+    # gradients as a dense one of the same values, and as autograd through the definition.
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (
+        torch.randn(2, 3, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+        for _ in range(3)
+    )
+    bias = torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def reduce(out: torch.Tensor) -> torch.Tensor:
+        if loss == "dense":
+            return (out * torch.full_like(out, 1.0 / out.numel())).sum()
+        return out.sum() if loss == "sum" else out.mean()
+
+    got = torch.autograd.grad(reduce(attention(q, k, v, bias=bias, scale=0.3)), (q, k, v, bias))
+    ref = ((q @ k.transpose(-1, -2)) * 0.3 + bias).softmax(-1) @ v
+    ref_grads = torch.autograd.grad(reduce(ref), (q, k, v, bias))
+    for a, b in zip(got, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_value_path_leaves_caller_tensors_unchanged_and_has_the_reference_gradients(
     qkv, generator, training
