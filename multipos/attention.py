@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from multipos.attention_cpu import BiasedAttention
+from multipos.attention_cpu import BiasedAttention, blockwise_attention
 from multipos.bias import ContextualBias, ValueBias, contextual_bias, value_bias
 from multipos.groups import GTARepresentation
 from multipos.rotary import Layout, RotaryTables, apply_rotary
@@ -221,6 +221,8 @@ def attention(
             _check_broadcast(name, additive, (batch, heads, length, span))
     for ctx in contextual:
         _check_table_heads("ContextualBias", ctx.table, heads)
+        if ctx.on not in ("q", "k"):
+            raise ValueError(f"ContextualBias.on must be 'q' or 'k', got {ctx.on!r}")
     for val in values:
         _check_table_heads("ValueBias", val.table, heads)
     _check_gta(gta, gta_k, transform_values, rotary)
@@ -234,6 +236,18 @@ def attention(
         raise ValueError(f"layout={layout!r} given without rotary tables")
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    # Value terms need the probabilities (no fused SDPA): outside autograd on CPU every
+    # (L, S) tensor is built block by block (measured, ViT-S layer with iRPE on q, k, v, two
+    # threads: 17.1-17.6 -> 13.3-14.3 ms, the same bits).
+    if (
+        values
+        and mask is None
+        and not is_causal
+        and dropout_p == 0.0
+        and gta is None
+        and _blockwise(q, k, v, bias, contextual, values)
+    ):
+        return blockwise_attention(q, k, v, scale, bias, contextual, values)
 
     terms = _Sum()
     if bias is not None:
@@ -243,12 +257,10 @@ def attention(
         if term.on == "k":
             scaled_q = q * scale if scaled_q is None else scaled_q
             terms.add(contextual_bias(scaled_q, term.table, term.buckets), owned=True)
-        elif term.on == "q":
+        else:  # "q" (checked above)
             terms.add(
                 contextual_bias(k * scale, term.table, term.buckets, transpose=True), owned=True
             )
-        else:
-            raise ValueError(f"ContextualBias.on must be 'q' or 'k', got {term.on!r}")
     if mask is not None:
         terms.add(_mask_to_bias(mask, q.dtype), owned=mask.dtype == torch.bool)
     if is_causal and (terms.total is not None or values):
@@ -299,6 +311,24 @@ def attention(
         extra = value_bias(probs, vterm.table, vterm.buckets).to(out.dtype)
         out = out.add_(extra) if back is None else out + extra
     return out
+
+
+def _blockwise(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    bias: Tensor | None,
+    contextual: Sequence[ContextualBias],
+    values: Sequence[ValueBias],
+) -> bool:
+    """Whether iRPE terms may be built block by block (:func:`blockwise_attention`): on CPU,
+    one dtype, and no gradient to record."""
+    if q.device.type != "cpu" or not q.dtype == k.dtype == v.dtype:
+        return False
+    if not torch.is_grad_enabled():
+        return True
+    tensors = [q, k, v, *(t.table for t in contextual), *(t.table for t in values)]
+    return not any(t.requires_grad for t in tensors) and (bias is None or not bias.requires_grad)
 
 
 def _probabilities(scaled_q: Tensor, k: Tensor, terms: _Sum, masked: bool) -> Tensor:
