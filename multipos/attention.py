@@ -322,7 +322,10 @@ def _blockwise(
     values: Sequence[ValueBias],
 ) -> bool:
     """Whether iRPE terms may be built block by block (:func:`blockwise_attention`): on CPU,
-    one dtype, and no gradient to record."""
+    one dtype, no gradient to record, and not while compiling (compiled and exported graphs
+    keep the whole-tensor path, whose shapes do not depend on a block size)."""
+    if torch.compiler.is_compiling():
+        return False
     if q.device.type != "cpu" or not q.dtype == k.dtype == v.dtype:
         return False
     if not torch.is_grad_enabled():

@@ -268,6 +268,38 @@ def test_compile_fullgraph_matches_eager(scheme) -> None:
             torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+def _value_terms_model():
+    # iRPE on values: eager runs them block by block outside autograd; compiled and exported
+    # graphs the whole tensor.
+    torch._dynamo.reset()
+    model = _model("irpe", pos_cfg={"irpe": {"on": "qkv"}}, dynamic_img_size=True).eval()
+    for table in (t for n, t in model.named_parameters() if "table" in n):
+        torch.nn.init.normal_(table, std=0.1, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+@pytest.mark.slow
+def test_compile_fullgraph_with_irpe_value_terms_matches_eager() -> None:
+    model = _value_terms_model()
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        for size in ((32, 32), (48, 24)):
+            x = torch.randn(2, 3, *size)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_export_with_irpe_value_terms_and_dynamic_size() -> None:
+    model = _value_terms_model()
+    h = torch.export.Dim("h", min=2, max=16)
+    w = torch.export.Dim("w", min=2, max=16)
+    x = torch.randn(3, 3, 32, 48)
+    program = torch.export.export(model, (x,), dynamic_shapes=({2: 8 * h, 3: 8 * w},))
+    y = torch.randn(3, 3, 40, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(y), model(y), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
 def test_export_with_dynamic_height_and_width(scheme) -> None:
