@@ -253,19 +253,31 @@ def test_rope_axial_2d_yarn_scaling_changes_only_low_frequencies() -> None:
 def _compile_case(scheme):
     # Compiled frames are shared between models of one class: start each case afresh.
     torch._dynamo.reset()
-    model = _model(scheme, dynamic_img_size=True).eval()
-    return model, torch.randn(1, 3, 32, 32)
+    return _model(scheme, dynamic_img_size=True).eval()
+
+
+def _compiled_matches_eager(model, batch: int) -> None:
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        for size in ((32, 32), (48, 24)):
+            x = torch.randn(batch, 3, *size)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def _exported_matches_eager(model, batch: int) -> None:
+    h = torch.export.Dim("h", min=2, max=16)
+    w = torch.export.Dim("w", min=2, max=16)
+    x = torch.randn(batch, 3, 32, 48)
+    program = torch.export.export(model, (x,), dynamic_shapes=({2: 8 * h, 3: 8 * w},))
+    y = torch.randn(batch, 3, 40, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(y), model(y), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
 def test_compile_fullgraph_matches_eager(scheme) -> None:
-    model, x = _compile_case(scheme)
-    compiled = torch.compile(model, fullgraph=True)
-    with torch.no_grad():
-        for size in ((32, 32), (48, 24)):
-            x = torch.randn(1, 3, *size)
-            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+    _compiled_matches_eager(_compile_case(scheme), 1)
 
 
 def _value_terms_model():
@@ -280,37 +292,18 @@ def _value_terms_model():
 
 @pytest.mark.slow
 def test_compile_fullgraph_with_irpe_value_terms_matches_eager() -> None:
-    model = _value_terms_model()
-    compiled = torch.compile(model, fullgraph=True)
-    with torch.no_grad():
-        for size in ((32, 32), (48, 24)):
-            x = torch.randn(2, 3, *size)
-            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+    _compiled_matches_eager(_value_terms_model(), 2)
 
 
 @pytest.mark.slow
 def test_export_with_irpe_value_terms_and_dynamic_size() -> None:
-    model = _value_terms_model()
-    h = torch.export.Dim("h", min=2, max=16)
-    w = torch.export.Dim("w", min=2, max=16)
-    x = torch.randn(3, 3, 32, 48)
-    program = torch.export.export(model, (x,), dynamic_shapes=({2: 8 * h, 3: 8 * w},))
-    y = torch.randn(3, 3, 40, 24)
-    with torch.no_grad():
-        torch.testing.assert_close(program.module()(y), model(y), rtol=1e-4, atol=1e-4)
+    _exported_matches_eager(_value_terms_model(), 3)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", SCHEMES, ids=IDS)
 def test_export_with_dynamic_height_and_width(scheme) -> None:
-    model, x = _compile_case(scheme)
-    h = torch.export.Dim("h", min=2, max=16)
-    w = torch.export.Dim("w", min=2, max=16)
-    x = torch.randn(1, 3, 32, 48)
-    program = torch.export.export(model, (x,), dynamic_shapes=({2: 8 * h, 3: 8 * w},))
-    y = torch.randn(1, 3, 40, 24)
-    with torch.no_grad():
-        torch.testing.assert_close(program.module()(y), model(y), rtol=1e-4, atol=1e-4)
+    _exported_matches_eager(_compile_case(scheme), 1)
 
 
 def test_failed_retrofit_leaves_the_model_untouched() -> None:
