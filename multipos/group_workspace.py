@@ -40,7 +40,7 @@ def keys_values(
     k: Tensor,
     v: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """:math:`\rho k` and :math:`\rho v` for attention outside autograd (``k``, ``v`` alike,
+    r""":math:`\rho k` and :math:`\rho v` for attention outside autograd (``k``, ``v`` alike,
     ``(B, H, S, D)``): both copied side by side into one reused buffer ``(B, 2H, S, D)`` and
     transformed there in one pass of every section (one product per section instead of two;
     measured, one thread, 2 x 6 x 256 x 64, SE(3) + SO(2): GTA attention 1.245x plain SDPA
