@@ -7,7 +7,7 @@ Used by :func:`multipos.attention`; nothing here is public.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -43,17 +43,15 @@ class BiasedAttention(torch.autograd.Function):
         # (B, H, L, D) -> (B*H, L, D); the scale on q (a third of the logits' size)
         q3 = q.reshape(-1, length, dim) * scale
         k3, v3 = k.reshape(-1, span, dim), v.reshape(-1, span, v.shape[-1])
-        bias4 = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))
+        bias4 = _as_4d(bias)
         per = _block(bsz, heads, length * span * q.element_size())
         keep = any(ctx.needs_input_grad[:4])
         probs = q.new_empty(bsz * heads if keep else per * heads, length, span)
         out = q.new_empty(bsz * heads, length, v3.shape[-1])
-        for b0 in range(0, bsz, per):
-            b1 = min(b0 + per, bsz)
-            rows = slice(b0 * heads, b1 * heads)
+        for b0, b1, rows in _blocks(bsz, heads, per):
             p = probs[rows] if keep else probs[: (b1 - b0) * heads]
             torch.bmm(q3[rows], k3[rows].transpose(1, 2), out=p)
-            p.view(b1 - b0, heads, length, span).add_(bias4[b0:b1] if bias4.shape[0] > 1 else bias4)
+            p.view(b1 - b0, heads, length, span).add_(_batch_part(bias4, b0, b1))
             # The row-wise softmax kernel reads each row before writing it.
             torch.softmax(p, -1, out=p)
             torch.bmm(p, v3[rows], out=out[rows])
@@ -82,9 +80,7 @@ class BiasedAttention(torch.autograd.Function):
             scratch = grad.new_empty(per * heads, length, span)
         # Softmax backward in place: dS = P * (dP - rowsum(P * dP)), rowsum(P * dP) = dO . O.
         row_sums = (g3 * out).sum(-1, keepdim=True)
-        for b0 in range(0, bsz, per):
-            b1 = min(b0 + per, bsz)
-            rows = slice(b0 * heads, b1 * heads)
+        for b0, b1, rows in _blocks(bsz, heads, per):
             p, d = probs[rows], scratch[rows] if full else scratch[: (b1 - b0) * heads]
             torch.bmm(p.transpose(1, 2), g3[rows], out=grad_v[rows])
             torch.bmm(g3[rows], v3[rows].transpose(1, 2), out=d).sub_(row_sums[rows]).mul_(p)
@@ -111,6 +107,23 @@ def _block(bsz: int, heads: int, slice_bytes: int) -> int:
     return max(1, min(bsz, _BLOCK_BYTES // max(1, heads * slice_bytes)))
 
 
+def _blocks(bsz: int, heads: int, per: int) -> Iterator[tuple[int, int, slice]]:
+    """``(b0, b1, rows)`` per block: batch elements ``b0:b1``, their ``(B*H)`` rows."""
+    for b0 in range(0, bsz, per):
+        b1 = min(b0 + per, bsz)
+        yield b0, b1, slice(b0 * heads, b1 * heads)
+
+
+def _as_4d(bias: Tensor) -> Tensor:
+    """An additive term as ``(B | 1, H | 1, L, S)``."""
+    return bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))
+
+
+def _batch_part(bias4: Tensor, b0: int, b1: int) -> Tensor:
+    """The term of batch elements ``b0:b1`` (the whole term when it is shared by the batch)."""
+    return bias4[b0:b1] if bias4.shape[0] > 1 else bias4
+
+
 def blockwise_attention(
     q: Tensor,
     k: Tensor,
@@ -135,16 +148,14 @@ def blockwise_attention(
     q3, k3 = scaled_q.reshape(-1, length, dim), k.reshape(-1, span, dim)
     v3 = v.reshape(-1, span, v.shape[-1])
     out = q.new_empty(bsz, heads, length, v.shape[-1])
-    bias4 = None if bias is None else bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape))
-    for b0 in range(0, bsz, per):
-        b1 = min(b0 + per, bsz)
-        rows = slice(b0 * heads, b1 * heads)
+    bias4 = None if bias is None else _as_4d(bias)
+    for b0, b1, rows in _blocks(bsz, heads, per):
         # The terms in attention's order (the bias, then the contextual terms), each block's
         # own; then s q k^T added in place, as on the whole-tensor path.
         logits: Tensor | None = None
         if bias4 is not None:
             logits = q.new_empty(b1 - b0, heads, length, span)
-            logits.copy_(bias4[b0:b1] if bias4.shape[0] > 1 else bias4)
+            logits.copy_(_batch_part(bias4, b0, b1))
         for term in contextual:
             if term.on == "k":
                 extra = contextual_bias(scaled_q[b0:b1], term.table, term.buckets)
