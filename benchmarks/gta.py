@@ -12,6 +12,10 @@ on the same q, k, v, alternating runs, medians; forward (no grad) and forward+ba
   scheme can reach;
 - ``control_sdpa``: plain SDPA timed against itself (the resolution of the other ratios).
 
+The GTA transforms outside autograd run in the compiled kernel when it is built (field
+``transforms``: ``"compiled kernel"``, else ``"torch operations"``); ``MULTIPOS_NATIVE=0``
+measures the torch operations on a machine that has the kernel.
+
 DESIGN.md's budget: GTA at most 1.3x plain SDPA (forward). ``--processes N`` runs the whole
 measurement in N fresh processes one after another and prints the median of each row, with
 every process's ratio in ``ratio_runs`` (ratios move more between processes than within one).
@@ -35,12 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, median_of_processes, rerun_command, time_alternating
 
 import multipos
-from multipos import GTARepresentation, se3_blocks, so2_angles, so2_blocks
+from multipos import GTARepresentation, group_native, se3_blocks, so2_angles, so2_blocks
 
 BATCH, HEADS, TOKENS, HEAD_DIM = 2, 6, 256, 64
 GRID = (16, 16)
 VIEWS = 4
 BUDGET = 1.3
+TRANSFORMS = "compiled kernel" if group_native.available() else "torch operations"
 
 
 def _grid_coords() -> Tensor:
@@ -137,6 +142,7 @@ def main() -> None:
                 budget=BUDGET if case.startswith("gta") and metric == "forward_s" else None,
                 shape=[BATCH, HEADS, TOKENS, HEAD_DIM],
                 threads=1,
+                transforms=TRANSFORMS,
                 baseline_impl="torch.nn.functional.scaled_dot_product_attention (no positions)",
             )
 

@@ -49,9 +49,8 @@ from multipos.group_sections import (
     _Mode,
     _Rotations,
     _section_pieces,
-    write_sections,
 )
-from multipos.group_workspace import keys_values, scratch_buffer
+from multipos.group_workspace import keys_values, scratch_buffer, transform_into
 
 __all__ = [
     "BlockKind",
@@ -96,6 +95,7 @@ class GTARepresentation:
         # The buffers attention's q, k, v are written to outside autograd (scratch_buffer);
         # not a field, so a representation's fields stay its value (equality, FX, replace).
         object.__setattr__(self, "_workspace", {})
+        object.__setattr__(self, "_kernel_tables", {})  # group_native's, per mode and dtype
 
     @property
     def covered(self) -> int:
@@ -250,7 +250,8 @@ class GTARepresentation:
         ):
             return self._act(k, "rho", "k", scratch=True), self._act(v, "rho", "v", scratch=True)
         self._check(k, "k")
-        return keys_values(self._workspace, self.sections, k, v)  # type: ignore[attr-defined]
+        workspace, tables = self._workspace, self._kernel_tables  # type: ignore[attr-defined]
+        return keys_values(workspace, tables, self.sections, k, v)
 
     def _pieces(self, x: Tensor, mode: _Mode) -> Tensor:
         # Out-of-place pieces joined once: what autograd records through the blocks, and what
@@ -277,17 +278,9 @@ class GTARepresentation:
             dest = scratch_buffer(self._workspace, role, x)  # type: ignore[attr-defined]
         else:
             dest = torch.empty_like(x)
-        if dest is not x and not self._whole():
-            # The sections read a few channels of every row each: one streaming copy of the
-            # whole tensor, then every section in place while the copy is in cache. Measured
-            # (SE(3) + SO(2), 2 x 6 x 256 x 64, one thread, inside attention): 1.27-1.28x plain
-            # SDPA against 1.35-1.42x reading the sections straight from x.
-            x = dest.copy_(x)
-        write_sections(x, self.sections, mode, dest)
-        covered = self.covered
-        if dest is not x and covered < self.head_dim:
-            dest[..., covered:].copy_(x[..., covered:])
-        return dest
+        whole = self._whole()
+        tables = self._kernel_tables  # type: ignore[attr-defined]
+        return transform_into(tables, self.sections, mode, x, dest, whole, self.covered)
 
     def _whole(self) -> bool:
         # One SO(2) section over the whole head: a single complex product (cheap to record),
