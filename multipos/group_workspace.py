@@ -41,17 +41,20 @@ def keys_values(
     sections: tuple[_Rotations | _Matrices, ...],
     k: Tensor,
     v: Tensor,
+    whole: bool,
 ) -> tuple[Tensor, Tensor]:
     r""":math:`\rho k` and :math:`\rho v` for attention outside autograd (``k``, ``v`` alike,
     ``(B, H, S, D)``): both copied side by side into one reused buffer ``(B, 2H, S, D)`` and
     transformed there in one pass of every section (one product per section instead of two;
     measured, one thread, 2 x 6 x 256 x 64, SE(3) + SO(2): GTA attention 1.245x plain SDPA
-    against 1.269x with the two transformed apart). Returns the two halves, views that SDPA
-    reads in place; they hold until the next call with this workspace."""
+    against 1.269x with the two transformed apart). With the compiled kernel (not for
+    ``whole``, one SO(2) section over the head) each is written into its half in one pass,
+    with no copy first. Returns the two halves, views that SDPA reads in place; they hold
+    until the next call with this workspace."""
     heads = k.shape[1]
     buffer = scratch_buffer(workspace, "kv", k, 2 * heads)
     keys, values = buffer[:, :heads], buffer[:, heads:]
-    if group_native.write(tables, sections, "rho", k, keys):
+    if not whole and group_native.write(tables, sections, "rho", k, keys):
         group_native.write(tables, sections, "rho", v, values)
         return keys, values
     buffer[:, :heads].copy_(k)

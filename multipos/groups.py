@@ -251,7 +251,7 @@ class GTARepresentation:
             return self._act(k, "rho", "k", scratch=True), self._act(v, "rho", "v", scratch=True)
         self._check(k, "k")
         workspace, tables = self._workspace, self._kernel_tables  # type: ignore[attr-defined]
-        return keys_values(workspace, tables, self.sections, k, v)
+        return keys_values(workspace, tables, self.sections, k, v, self._whole())
 
     def _pieces(self, x: Tensor, mode: _Mode) -> Tensor:
         # Out-of-place pieces joined once: what autograd records through the blocks, and what

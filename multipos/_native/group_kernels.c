@@ -47,13 +47,21 @@ typedef int64_t v8l __attribute__((vector_size(64)));
 
 /* Every (b, h, l) row of the tensors: xr, yr point at its channel 0. */
 #define EACH_ROW(T, ...)                                                                      \
-    for (int64_t b = 0; b < shape[0]; b++)                                                    \
-        for (int64_t h = 0; h < shape[1]; h++)                                                \
-            for (int64_t l = 0; l < shape[2]; l++) {                                          \
-                const T *xr = x + b * xs[0] + h * xs[1] + l * xs[2];                          \
-                T *yr = y + b * ys[0] + h * ys[1] + l * ys[2];                                \
-                __VA_ARGS__                                                                   \
-            }
+    {                                                                                         \
+        const int64_t nb = shape[0], nh = shape[1], nl = shape[2];                            \
+        const int64_t xb_ = xs[0], xh_ = xs[1], xl_ = xs[2], yb_ = ys[0], yh_ = ys[1],        \
+                      yl_ = ys[2];                                                            \
+        for (int64_t b = 0; b < nb; b++)                                                      \
+            for (int64_t h = 0; h < nh; h++) {                                                \
+                const T *xbh = x + b * xb_ + h * xh_;                                         \
+                T *ybh = y + b * yb_ + h * yh_;                                               \
+                for (int64_t l = 0; l < nl; l++) {                                            \
+                    const T *xr = xbh + l * xl_;                                              \
+                    T *yr = ybh + l * yl_;                                                    \
+                    __VA_ARGS__                                                               \
+                }                                                                             \
+            }                                                                                 \
+    }
 
 #define DEFINE_KERNEL(NAME, T, V, M)                                                          \
     INLINE static V NAME##_load(const T *p) {                                                 \
@@ -78,10 +86,10 @@ typedef int64_t v8l __attribute__((vector_size(64)));
                                                                                               \
     INLINE static void NAME##_rotations(const T *x, T *y, const int64_t *shape, const int64_t *xs,  \
                                  const int64_t *ys, const int64_t *f) {                       \
-        int64_t start = f[1], width = 2 * f[2];                                               \
+        const int64_t start = f[1], width = 2 * f[2], tb = f[5], tl = f[6];                   \
         const T *cos = (const T *)(intptr_t)f[4], *sin = (const T *)(intptr_t)f[8];           \
         EACH_ROW(T, {                                                                            \
-            const T *c = cos + b * f[5] + l * f[6], *s = sin + b * f[5] + l * f[6];           \
+            const T *c = cos + b * tb + l * tl, *s = sin + b * tb + l * tl;                   \
             xr += start;                                                                      \
             yr += start;                                                                      \
             int64_t ch = 0;                                                                   \
@@ -101,10 +109,10 @@ typedef int64_t v8l __attribute__((vector_size(64)));
                                                                                               \
     INLINE static void NAME##_matrices4(const T *x, T *y, const int64_t *shape, const int64_t *xs,  \
                                  const int64_t *ys, const int64_t *f) {                       \
-        int64_t start = f[1], count = f[2], per = f[7];                                       \
+        const int64_t start = f[1], count = f[2], per = f[7], tb = f[5], tl = f[6];           \
         const T *table = (const T *)(intptr_t)f[4];                                           \
         EACH_ROW(T, {                                                                            \
-            const T *m = table + b * f[5] + l * f[6];                                         \
+            const T *m = table + b * tb + l * tl;                                             \
             xr += start;                                                                      \
             yr += start;                                                                      \
             int64_t j = 0;                                                                    \
