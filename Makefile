@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow bench lint clean
 
-$(STAMP): pyproject.toml setup.py constraints.txt multipos/_native/group_kernels.c
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard multipos/_native/*.c)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[all,dev]" -c constraints.txt

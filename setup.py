@@ -1,7 +1,11 @@
-"""Build of the optional C kernel (GTA transforms); everything else is in pyproject.toml.
+"""Build of the optional C modules; everything else is in pyproject.toml.
 
-The extension is optional: without a C compiler the install succeeds and the torch
-operations run instead (``multipos.group_native.available()`` says which).
+- ``multipos._group_kernels``: GTA transforms in one pass (``multipos.group_native``);
+- ``multipos.graph._small_graphs``: the per-graph PEs of small graphs outside the
+  eigensolver (``multipos.graph.small_kernels``).
+
+Both are optional: without a C compiler the install succeeds and the torch / numpy operations
+run instead, with the same results (``available()`` in either module says which).
 """
 
 import sys
@@ -17,6 +21,12 @@ setup(
             sources=["multipos/_native/group_kernels.c"],
             extra_compile_args=_ARGS,
             optional=True,
-        )
+        ),
+        Extension(
+            "multipos.graph._small_graphs",
+            sources=["multipos/_native/small_graphs.c"],
+            extra_compile_args=_ARGS,
+            optional=True,
+        ),
     ]
 )

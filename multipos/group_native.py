@@ -21,9 +21,11 @@ from multipos.group_sections import _Matrices, _Mode, _Rotations
 
 _kernels: Any
 try:
-    from multipos import _group_kernels as _kernels
+    from multipos import _group_kernels
 except ImportError:  # built without a C compiler: the torch path runs
     _kernels = None
+else:
+    _kernels = _group_kernels
 
 __all__: list[str] = []
 

@@ -63,6 +63,7 @@ from multipos.graph.options import (
     Trivial,
 )
 from multipos.graph.small import unweighted_laplacian_pe, unweighted_magnetic_pe
+from multipos.graph.small_kernels import laplacian_pe_tensors, magnetic_pe_tensors
 from multipos.graph.spectral import eigen_pe_many
 from multipos.graph.transform_base import Transform, check_data, check_name, check_prefix
 from multipos.graph.walk_transform import AddDirectionalRandomWalkPE, pairwise_to_dense
@@ -83,6 +84,12 @@ def _per_node(xs: Sequence[Tensor], sizes: Sequence[int]) -> Sequence[Tensor]:
     counts = torch.tensor(sizes, dtype=torch.long)
     repeated = stacked.repeat_interleave(counts, dim=0)  # (N_total, ...)
     return torch.split(repeated, list(sizes))
+
+
+def _set(data: Data, prefix: str, tensors: dict[str, Tensor]) -> Data:
+    for suffix, tensor in tensors.items():
+        data[f"{prefix}_{suffix}"] = tensor
+    return data
 
 
 def _repeat_rows(x: np.ndarray, n: int) -> Tensor:
@@ -255,6 +262,9 @@ class AddLaplacianPE(_SpectralTransform):
             "union",
             "drop",
         ):
+            tensors = laplacian_pe_tensors(graph[0], graph[1], self.k)
+            if tensors is not None:
+                return _set(data, self.attr_prefix, tensors)
             out = unweighted_laplacian_pe(graph[0], graph[1], self.k)
             if out is not None:
                 self._write_one(data, [Eigenpairs(*out)])
@@ -362,7 +372,11 @@ class AddMagneticLaplacianPE(_SpectralTransform):
             and self.q != 0.0
             and (self.normalization, self.symmetrize, self.trivial) == ("sym", "union", "keep")
         ):
-            out = unweighted_magnetic_pe(*graph, self.k, self.q, self.q_mode == "relative")
+            relative = self.q_mode == "relative"
+            tensors = magnetic_pe_tensors(*graph, self.k, self.q, relative)
+            if tensors is not None:
+                return _set(data, self.attr_prefix, tensors)
+            out = unweighted_magnetic_pe(*graph, self.k, self.q, relative)
             if out is not None:
                 self._write_one(data, [Eigenpairs(*out)])
                 return data
