@@ -8,5 +8,6 @@ def apply(
     y_strides: tuple[int, ...],
     spec: int,
     sections: int,
+    batch_offset: int,
     /,
 ) -> None: ...

@@ -181,3 +181,26 @@ def test_turned_off_by_the_environment_variable() -> None:
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_shares_on_several_threads_give_the_same_bits(monkeypatch, heads) -> None:
+    # heads 1 < 2 threads: the batch is split (each share reads its own batch rows of the
+    # tables); heads 3: the heads are split.
+    g = torch.Generator().manual_seed(6)
+    _, blocks, kinds, head_dim = _cases(6, g)[-1]  # per-batch tables
+    rep = GTARepresentation.from_blocks([b.float() for b in blocks], head_dim, kinds=kinds)
+    x = torch.randn(2, heads, 6, head_dim, generator=g)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        whole = rep.apply_inverse(x)
+        torch.set_num_threads(2)
+        monkeypatch.setattr(group_native, "_PARALLEL_MIN", 1)
+        assert len(group_native._parts(x)) == 2
+        shared = rep.apply_inverse(x)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(whole, shared)
+    want = _torch_path(monkeypatch, lambda: rep.apply_inverse(x))
+    torch.testing.assert_close(shared, want)

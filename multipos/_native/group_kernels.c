@@ -85,11 +85,11 @@ typedef int64_t v8l __attribute__((vector_size(64)));
     }                                                                                         \
                                                                                               \
     INLINE static void NAME##_rotations(const T *x, T *y, const int64_t *shape, const int64_t *xs,  \
-                                 const int64_t *ys, const int64_t *f) {                       \
+                                 const int64_t *ys, const int64_t *f, int64_t b0) {                       \
         const int64_t start = f[1], width = 2 * f[2], tb = f[5], tl = f[6];                   \
         const T *cos = (const T *)(intptr_t)f[4], *sin = (const T *)(intptr_t)f[8];           \
         EACH_ROW(T, {                                                                            \
-            const T *c = cos + b * tb + l * tl, *s = sin + b * tb + l * tl;                   \
+            const T *c = cos + (b + b0) * tb + l * tl, *s = sin + (b + b0) * tb + l * tl;     \
             xr += start;                                                                      \
             yr += start;                                                                      \
             int64_t ch = 0;                                                                   \
@@ -108,11 +108,11 @@ typedef int64_t v8l __attribute__((vector_size(64)));
     }                                                                                         \
                                                                                               \
     INLINE static void NAME##_matrices4(const T *x, T *y, const int64_t *shape, const int64_t *xs,  \
-                                 const int64_t *ys, const int64_t *f) {                       \
+                                 const int64_t *ys, const int64_t *f, int64_t b0) {                       \
         const int64_t start = f[1], count = f[2], per = f[7], tb = f[5], tl = f[6];           \
         const T *table = (const T *)(intptr_t)f[4];                                           \
         EACH_ROW(T, {                                                                            \
-            const T *m = table + b * tb + l * tl;                                             \
+            const T *m = table + (b + b0) * tb + l * tl;                                      \
             xr += start;                                                                      \
             yr += start;                                                                      \
             int64_t j = 0;                                                                    \
@@ -122,11 +122,11 @@ typedef int64_t v8l __attribute__((vector_size(64)));
     }                                                                                         \
                                                                                               \
     INLINE static void NAME##_matrices(const T *x, T *y, const int64_t *shape, const int64_t *xs,   \
-                                const int64_t *ys, const int64_t *f) {                        \
+                                const int64_t *ys, const int64_t *f, int64_t b0) {                        \
         int64_t start = f[1], count = f[2], size = f[3], per = f[7];                          \
         const T *table = (const T *)(intptr_t)f[4];                                           \
         EACH_ROW(T, {                                                                            \
-            const T *m = table + b * f[5] + l * f[6];                                         \
+            const T *m = table + (b + b0) * f[5] + l * f[6];                                  \
             T in[64];                                                                         \
             for (int64_t j = 0; j < count; j++) {                                             \
                 const T *mj = m + j * per, *xb = xr + start + size * j;                       \
@@ -148,20 +148,21 @@ typedef int64_t v8l __attribute__((vector_size(64)));
     }                                                                                         \
                                                                                               \
     CLONES static void NAME##_apply(const T *x, T *y, const int64_t *shape, const int64_t *xs, \
-                                    const int64_t *ys, const int64_t *spec, int64_t nspec) {  \
+                                    const int64_t *ys, const int64_t *spec, int64_t nspec,       \
+                                    int64_t b0) {  \
         /* Section by section: each reads and writes its own channels of every row, so with \
          * sections on whole cache lines nothing is read twice. */                             \
         int64_t covered = 0;                                                                  \
         for (int64_t s = 0; s < nspec; s++) {                                                 \
             const int64_t *f = spec + s * FIELDS;                                             \
             if (f[0] == 0) {                                                                  \
-                NAME##_rotations(x, y, shape, xs, ys, f);                                     \
+                NAME##_rotations(x, y, shape, xs, ys, f, b0);                                     \
                 covered = f[1] + 2 * f[2];                                                    \
             } else {                                                                          \
                 if (f[3] == 4)                                                                \
-                    NAME##_matrices4(x, y, shape, xs, ys, f);                                 \
+                    NAME##_matrices4(x, y, shape, xs, ys, f, b0);                                 \
                 else                                                                          \
-                    NAME##_matrices(x, y, shape, xs, ys, f);                                  \
+                    NAME##_matrices(x, y, shape, xs, ys, f, b0);                                  \
                 covered = f[1] + f[2] * f[3];                                                 \
             }                                                                                 \
         }                                                                                     \
@@ -171,16 +172,17 @@ typedef int64_t v8l __attribute__((vector_size(64)));
 DEFINE_KERNEL(f32, float, v8f, v8i)
 DEFINE_KERNEL(f64, double, v8d, v8l)
 
-/* apply(x, y, double, (B, H, L, D), x strides (B, H, L), y strides, spec, nspec) with the
- * tensors given as addresses and strides in elements; the channel stride is 1. */
+/* apply(x, y, double, (B, H, L, D), x strides (B, H, L), y strides, spec, nspec, b0) with the
+ * tensors given as addresses and strides in elements; the channel stride is 1. b0: the batch
+ * index of x's first row in the tables (a slice of a batch, one thread's share). */
 static PyObject *apply(PyObject *self, PyObject *args) {
     (void)self;
-    long long x, y, spec, nspec;
+    long long x, y, spec, nspec, b0;
     int is_double;
     long long shape[4], xs[3], ys[3];
-    if (!PyArg_ParseTuple(args, "LLp(LLLL)(LLL)(LLL)LL", &x, &y, &is_double, &shape[0],
+    if (!PyArg_ParseTuple(args, "LLp(LLLL)(LLL)(LLL)LLL", &x, &y, &is_double, &shape[0],
                           &shape[1], &shape[2], &shape[3], &xs[0], &xs[1], &xs[2], &ys[0],
-                          &ys[1], &ys[2], &spec, &nspec))
+                          &ys[1], &ys[2], &spec, &nspec, &b0))
         return NULL;
     int64_t shape64[4], xs64[3], ys64[3];
     for (int i = 0; i < 4; i++) shape64[i] = shape[i];
@@ -199,10 +201,10 @@ static PyObject *apply(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     if (is_double)
         f64_apply((const double *)(intptr_t)x, (double *)(intptr_t)y, shape64, xs64, ys64,
-                  fields, nspec);
+                  fields, nspec, b0);
     else
         f32_apply((const float *)(intptr_t)x, (float *)(intptr_t)y, shape64, xs64, ys64,
-                  fields, nspec);
+                  fields, nspec, b0);
     Py_END_ALLOW_THREADS;
     Py_RETURN_NONE;
 }
