@@ -16,16 +16,26 @@
  *   magnetic(a, deg, cos_t, sin_t, cos_mt, sin_mt, lap)
  *   laplacian_select(vals, vecs, deg, k, pe, values, mask)
  *   magnetic_select(vals, vecs, deg, k, real, imag, values, mask)
+ *   hermitian_lowest(mat, vals, vecs) -> status
  *
  * Arrays come as buffers (C-contiguous: edge_index (2, E) int64, a (n, n) int64, deg (n,)
- * float64, lap (n, n) float64 or complex128, vals (n,), vecs (n, n) with column j the j-th
- * eigenvector); the outputs (n, k) float32 / bool come as addresses of torch tensors.
+ * float64, lap (n, n) float64 or complex128, vals (n,), vecs (n, m) with column j the j-th
+ * eigenvector, m = n for the real Laplacian); the outputs (n, k) float32 / bool come as
+ * addresses of torch tensors.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* One copy of the solver for AVX2 machines, one for any x86-64; the same bits from both. */
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
 
 /* The tie tolerance of the canonical sign / phase (multipos.graph.eigensolvers.TIE_TOL). */
 #define TIE_TOL 1e-8
@@ -44,6 +54,317 @@ static int check(Py_buffer *buf, Py_ssize_t bytes, const char *name) {
         return 0;
     }
     return 1;
+}
+
+/* ---- The k lowest eigenpairs of a small Hermitian matrix --------------------------------
+ *
+ * For the magnetic Laplacian of a graph of up to 96 nodes, where only the K lowest
+ * eigenvectors are kept: LAPACK's ?heevd computes all n of them and, at this size, spends
+ * most of its time in call overheads. Here, in four steps of textbook numerical linear
+ * algebra (Golub & Van Loan, "Matrix Computations", 4th ed., Sec. 8.3, 8.4, 8.2.2 / 5.1):
+ *   1. Householder reduction A = Q T Q^H to a real symmetric tridiagonal T (the reflectors
+ *      H = I - tau v v^H chosen so that H^H x = beta e_1 with beta real);
+ *   2. every eigenvalue of T by the implicit QL iteration with Wilkinson's shift;
+ *   3. the eigenvectors z of T for the `count` lowest eigenvalues by inverse iteration
+ *      (LU with partial pivoting of T - lambda I, a fixed pseudo-random start, 3 steps),
+ *      each orthogonalised against the vectors before it whose eigenvalues lie within
+ *      1e-3 ||T|| (a cluster; modified Gram-Schmidt at every step);
+ *   4. x = Q z, the reflectors applied in reverse order.
+ * One thread, a fixed order of operations and no library calls: the same matrix gives the
+ * same bits in any process, on any thread count, at any memory address. Column j depends
+ * only on the columns before it, so asking for more columns leaves the first ones alone. */
+
+typedef struct {
+    double *ar, *ai; /* n x n, row-major, planar; the lower triangle holds the reflectors */
+    double d[96], e[96], tau_r[96], tau_i[96];
+} Reduction;
+
+static void reflector(Reduction *w, int n, int j) {
+    /* Reflector of column j below the diagonal, applied to the trailing block from both sides */
+    int m = n - j - 1;
+    double *col_r = w->ar + (j + 1) * n + j, *col_i = w->ai + (j + 1) * n + j;
+    double a_r = col_r[0], a_i = col_i[0], tail = 0.0;
+    for (int i = 1; i < m; i++) tail += col_r[i * n] * col_r[i * n] + col_i[i * n] * col_i[i * n];
+    w->d[j] = w->ar[j * n + j];
+    w->tau_r[j] = w->tau_i[j] = 0.0;
+    if (tail == 0.0 && a_i == 0.0) {
+        w->e[j] = a_r; /* already real and alone: H = I */
+        return;
+    }
+    double norm = sqrt(a_r * a_r + a_i * a_i + tail);
+    double beta = a_r >= 0.0 ? -norm : norm;
+    double t_r = (beta - a_r) / beta, t_i = -a_i / beta;
+    double den_r = a_r - beta, den = den_r * den_r + a_i * a_i;
+    double s_r = den_r / den, s_i = -a_i / den; /* 1 / (alpha - beta) */
+    double v_r[96], v_i[96], p_r[96], p_i[96];
+    v_r[0] = 1.0;
+    v_i[0] = 0.0;
+    for (int i = 1; i < m; i++) {
+        double x_r = col_r[i * n], x_i = col_i[i * n];
+        v_r[i] = col_r[i * n] = x_r * s_r - x_i * s_i;
+        v_i[i] = col_i[i * n] = x_r * s_i + x_i * s_r;
+    }
+    w->e[j] = beta;
+    w->tau_r[j] = t_r;
+    w->tau_i[j] = t_i;
+    /* p = tau S v for the trailing block S (Hermitian, lower triangle read) */
+    double *sr = w->ar + (j + 1) * n + (j + 1), *si = w->ai + (j + 1) * n + (j + 1);
+    for (int i = 0; i < m; i++) p_r[i] = p_i[i] = 0.0;
+    for (int i = 0; i < m; i++) {
+        const double *row_r = sr + i * n, *row_i = si + i * n;
+        double acc_r = row_r[i] * v_r[i], acc_i = row_r[i] * v_i[i];
+        for (int k = 0; k < i; k++) {
+            double x_r = row_r[k], x_i = row_i[k]; /* S_ik; S_ki is its conjugate */
+            acc_r += x_r * v_r[k] - x_i * v_i[k];
+            acc_i += x_r * v_i[k] + x_i * v_r[k];
+            p_r[k] += x_r * v_r[i] + x_i * v_i[i];
+            p_i[k] += x_r * v_i[i] - x_i * v_r[i];
+        }
+        p_r[i] += acc_r;
+        p_i[i] += acc_i;
+    }
+    for (int i = 0; i < m; i++) {
+        double x_r = p_r[i], x_i = p_i[i];
+        p_r[i] = t_r * x_r - t_i * x_i;
+        p_i[i] = t_r * x_i + t_i * x_r;
+    }
+    /* w = p - 1/2 tau (p^H v) v, then S -= v w^H + w v^H (lower triangle) */
+    double h_r = 0.0, h_i = 0.0;
+    for (int i = 0; i < m; i++) {
+        h_r += p_r[i] * v_r[i] + p_i[i] * v_i[i];
+        h_i += p_r[i] * v_i[i] - p_i[i] * v_r[i];
+    }
+    double c_r = -0.5 * (t_r * h_r - t_i * h_i), c_i = -0.5 * (t_r * h_i + t_i * h_r);
+    for (int i = 0; i < m; i++) {
+        p_r[i] += c_r * v_r[i] - c_i * v_i[i];
+        p_i[i] += c_r * v_i[i] + c_i * v_r[i];
+    }
+    for (int i = 0; i < m; i++) {
+        double *row_r = sr + i * n, *row_i = si + i * n;
+        for (int k = 0; k <= i; k++) {
+            row_r[k] -= (v_r[i] * p_r[k] + v_i[i] * p_i[k]) + (p_r[i] * v_r[k] + p_i[i] * v_i[k]);
+            row_i[k] -= (v_i[i] * p_r[k] - v_r[i] * p_i[k]) + (p_i[i] * v_r[k] - p_r[i] * v_i[k]);
+        }
+    }
+}
+
+/* Every eigenvalue of the tridiagonal (d, e), ascending, into vals; 0 or -1 (no convergence) */
+static int tridiagonal_values(const double *d0, const double *e0, int n, double *vals) {
+    const double eps = 2.220446049250313e-16;
+    double e[96];
+    memcpy(vals, d0, (size_t)n * sizeof(double));
+    memcpy(e, e0, (size_t)n * sizeof(double));
+    e[n - 1] = 0.0;
+    double *d = vals;
+    for (int l = 0; l < n; l++) {
+        int iter = 0, m;
+        for (;;) {
+            for (m = l; m < n - 1; m++)
+                if (fabs(e[m]) <= eps * (fabs(d[m]) + fabs(d[m + 1]))) break;
+            if (m == l) break;
+            if (++iter > 60) return -1;
+            double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
+            double r = sqrt(g * g + 1.0);
+            g = d[m] - d[l] + e[l] / (g + (g >= 0.0 ? r : -r));
+            double s = 1.0, c = 1.0, p = 0.0;
+            int split = 0;
+            for (int i = m - 1; i >= l; i--) {
+                double f = s * e[i], b = c * e[i];
+                e[i + 1] = r = sqrt(f * f + g * g);
+                if (r == 0.0) { /* the matrix splits: restart on the smaller problem */
+                    d[i + 1] -= p;
+                    e[m] = 0.0;
+                    split = 1;
+                    break;
+                }
+                s = f / r;
+                c = g / r;
+                g = d[i + 1] - p;
+                r = (d[i] - g) * s + 2.0 * c * b;
+                p = s * r;
+                d[i + 1] = g + p;
+                g = c * r - b;
+            }
+            if (split) continue;
+            d[l] -= p;
+            e[l] = g;
+            e[m] = 0.0;
+        }
+    }
+    for (int i = 1; i < n; i++) { /* insertion sort: n <= 96 */
+        double v = d[i];
+        int j = i - 1;
+        for (; j >= 0 && d[j] > v; j--) d[j + 1] = d[j];
+        d[j + 1] = v;
+    }
+    return 0;
+}
+
+/* The unit eigenvector z of (d, e) at lambda by inverse iteration, orthogonal to the `prior`
+ * vectors (rows of `before`, n each) of its cluster. */
+static void tridiagonal_vector(const double *d, const double *e, int n, double lambda,
+                               double scale, const double *before, int prior, unsigned seed,
+                               double *z) {
+    double a[96], up[96], up2[96], low[96];
+    unsigned char swapped[96];
+    double tiny = 2.220446049250313e-16 * (scale > 0.0 ? scale : 1.0);
+    for (int i = 0; i < n; i++) {
+        a[i] = d[i] - lambda;
+        up[i] = low[i] = i < n - 1 ? e[i] : 0.0;
+        up2[i] = 0.0;
+    }
+    /* P (T - lambda I) = L U: row i of U is (a_i, up_i, up2_i) at columns i, i+1, i+2 */
+    for (int i = 0; i < n - 1; i++) {
+        if (fabs(a[i]) >= fabs(low[i])) {
+            swapped[i] = 0;
+            if (a[i] == 0.0) a[i] = tiny;
+            low[i] /= a[i];
+            a[i + 1] -= low[i] * up[i];
+        } else {
+            swapped[i] = 1;
+            double mult = a[i] / low[i], next = a[i + 1];
+            a[i] = low[i];
+            a[i + 1] = up[i] - mult * next;
+            if (i < n - 2) {
+                up2[i] = up[i + 1];
+                up[i + 1] = -mult * up2[i];
+            }
+            up[i] = next;
+            low[i] = mult;
+        }
+    }
+    if (a[n - 1] == 0.0) a[n - 1] = tiny;
+    unsigned state = seed * 2654435761u + 12345u;
+    for (int i = 0; i < n; i++) {
+        state = state * 1103515245u + 12345u;
+        z[i] = (double)(state >> 8) / 16777216.0 - 0.5;
+    }
+    for (int step = 0; step < 3; step++) {
+        for (int i = 0; i < n - 1; i++) {
+            if (swapped[i]) {
+                double t = z[i];
+                z[i] = z[i + 1];
+                z[i + 1] = t - low[i] * z[i];
+            } else {
+                z[i + 1] -= low[i] * z[i];
+            }
+        }
+        z[n - 1] /= a[n - 1];
+        if (n > 1) z[n - 2] = (z[n - 2] - up[n - 2] * z[n - 1]) / a[n - 2];
+        for (int i = n - 3; i >= 0; i--)
+            z[i] = (z[i] - up[i] * z[i + 1] - up2[i] * z[i + 2]) / a[i];
+        for (int q = 0; q < prior; q++) {
+            const double *u = before + (size_t)q * n;
+            double dot = 0.0;
+            for (int i = 0; i < n; i++) dot += u[i] * z[i];
+            for (int i = 0; i < n; i++) z[i] -= dot * u[i];
+        }
+        double norm = 0.0;
+        for (int i = 0; i < n; i++) norm += z[i] * z[i];
+        norm = sqrt(norm);
+        for (int i = 0; i < n; i++) z[i] /= norm;
+    }
+}
+
+/* vals (n) and the first `count` eigenvectors (n x count, interleaved complex) of the
+ * Hermitian matrix `in` (n x n interleaved complex); 0, -1 (not finite) or -2 (no
+ * convergence) */
+CLONES static int lowest_eigenpairs(const double *in, int n, int count, double *vals,
+                                    double *out) {
+    for (int i = 0; i < 2 * n * n; i++)
+        if (!isfinite(in[i])) return -1;
+    Reduction *w = malloc(sizeof(Reduction));
+    double *buf = malloc(sizeof(double) * (size_t)(2 * n * n + n * count));
+    if (w == NULL || buf == NULL) {
+        free(w);
+        free(buf);
+        return -3;
+    }
+    w->ar = buf;
+    w->ai = buf + n * n;
+    double *z = buf + 2 * n * n;
+    for (int i = 0; i < n * n; i++) {
+        w->ar[i] = in[2 * i];
+        w->ai[i] = in[2 * i + 1];
+    }
+    for (int j = 0; j < n - 1; j++) reflector(w, n, j);
+    w->d[n - 1] = w->ar[(n - 1) * n + n - 1];
+    int status = tridiagonal_values(w->d, w->e, n, vals);
+    if (status == 0) {
+        double scale = 0.0;
+        for (int i = 0; i < n; i++) {
+            double r = fabs(w->d[i]) + (i > 0 ? fabs(w->e[i - 1]) : 0.0) +
+                       (i < n - 1 ? fabs(w->e[i]) : 0.0);
+            if (r > scale) scale = r;
+        }
+        int first = 0; /* first column of the current cluster */
+        for (int c = 0; c < count; c++) {
+            if (c > 0 && vals[c] - vals[c - 1] > 1e-3 * scale) first = c;
+            tridiagonal_vector(w->d, w->e, n, vals[c], scale, z + (size_t)first * n, c - first,
+                               (unsigned)c, z + (size_t)c * n);
+        }
+        for (int c = 0; c < count; c++) {
+            double y_r[96], y_i[96];
+            for (int i = 0; i < n; i++) {
+                y_r[i] = z[(size_t)c * n + i];
+                y_i[i] = 0.0;
+            }
+            for (int j = n - 2; j >= 0; j--) { /* y = H_j y on rows j + 1.. */
+                double t_r = w->tau_r[j], t_i = w->tau_i[j];
+                if (t_r == 0.0 && t_i == 0.0) continue;
+                int m = n - j - 1;
+                const double *v_r = w->ar + (j + 1) * n + j, *v_i = w->ai + (j + 1) * n + j;
+                double s_r = y_r[j + 1], s_i = y_i[j + 1]; /* v^H y, v_0 = 1 */
+                for (int i = 1; i < m; i++) {
+                    s_r += v_r[i * n] * y_r[j + 1 + i] + v_i[i * n] * y_i[j + 1 + i];
+                    s_i += v_r[i * n] * y_i[j + 1 + i] - v_i[i * n] * y_r[j + 1 + i];
+                }
+                double f_r = t_r * s_r - t_i * s_i, f_i = t_r * s_i + t_i * s_r;
+                y_r[j + 1] -= f_r;
+                y_i[j + 1] -= f_i;
+                for (int i = 1; i < m; i++) {
+                    y_r[j + 1 + i] -= v_r[i * n] * f_r - v_i[i * n] * f_i;
+                    y_i[j + 1 + i] -= v_r[i * n] * f_i + v_i[i * n] * f_r;
+                }
+            }
+            for (int i = 0; i < n; i++) {
+                out[2 * ((size_t)i * count + c)] = y_r[i];
+                out[2 * ((size_t)i * count + c) + 1] = y_i[i];
+            }
+        }
+    } else {
+        status = -2;
+    }
+    free(buf);
+    free(w);
+    return status;
+}
+
+/* hermitian_lowest(mat (n, n) complex128, vals (n,), vecs (n, count) complex128) -> status */
+static PyObject *hermitian_lowest(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer mb, vb, eb;
+    if (!PyArg_ParseTuple(args, "y*w*w*", &mb, &vb, &eb)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = vb.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t count = n ? eb.len / (Py_ssize_t)(2 * sizeof(double) * n) : 0;
+    if (n < 1 || n > 96 || count < 1 || count > n) {
+        PyErr_SetString(PyExc_ValueError, "need 1..96 nodes and 1..n columns");
+        goto done;
+    }
+    if (!check(&mb, n * n * 2 * (Py_ssize_t)sizeof(double), "mat") ||
+        !check(&eb, n * count * 2 * (Py_ssize_t)sizeof(double), "vecs"))
+        goto done;
+    int status;
+    Py_BEGIN_ALLOW_THREADS;
+    status = lowest_eigenpairs(mb.buf, (int)n, (int)count, vb.buf, eb.buf);
+    Py_END_ALLOW_THREADS;
+    result = PyLong_FromLong(status);
+done:
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&eb);
+    return result;
 }
 
 /* Edge counts a (self-loops dropped), integer union degrees; status -1 for an id outside
@@ -242,21 +563,22 @@ static PyObject *magnetic_select(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = db.len / (Py_ssize_t)sizeof(double);
-    if (n > 96 || !check(&vb, n * (Py_ssize_t)sizeof(double), "vals") ||
-        !check(&eb, n * n * 2 * (Py_ssize_t)sizeof(double), "vecs")) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "more than 96 nodes");
+    Py_ssize_t cols = n ? eb.len / (Py_ssize_t)(2 * sizeof(double) * n) : 0;
+    Py_ssize_t kv = n - isolated_count(db.buf, n);
+    kv = kv < 0 ? 0 : (kv > k ? k : kv);
+    if (n > 96 || cols < kv || !check(&vb, n * (Py_ssize_t)sizeof(double), "vals") ||
+        !check(&eb, n * cols * 2 * (Py_ssize_t)sizeof(double), "vecs")) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "more than 96 nodes or too few columns");
         goto done;
     }
     const double *vals = vb.buf, *vecs = eb.buf, *deg = db.buf;
     float *out_re = (float *)(uintptr_t)re_p, *out_im = (float *)(uintptr_t)im_p;
-    Py_ssize_t kv = n - isolated_count(deg, n);
-    kv = kv < 0 ? 0 : (kv > k ? k : kv);
     double re[96], im[96], mag[96];
     for (Py_ssize_t c = 0; c < k; c++) {
         for (Py_ssize_t i = 0; i < n; i++) {
             int keep = c < kv && deg[i] != 0.0;
-            re[i] = keep ? vecs[2 * (i * n + c)] : 0.0;
-            im[i] = keep ? vecs[2 * (i * n + c) + 1] : 0.0;
+            re[i] = keep ? vecs[2 * (i * cols + c)] : 0.0;
+            im[i] = keep ? vecs[2 * (i * cols + c) + 1] : 0.0;
             mag[i] = sqrt(re[i] * re[i] + im[i] * im[i]);
         }
         Py_ssize_t r = anchor_row(mag, n);
@@ -287,6 +609,7 @@ static PyMethodDef methods[] = {
     {"magnetic", magnetic, METH_VARARGS, "Magnetic Laplacian of the union."},
     {"laplacian_select", laplacian_select, METH_VARARGS, "Laplacian PE from eigenpairs."},
     {"magnetic_select", magnetic_select, METH_VARARGS, "Magnetic PE from eigenpairs."},
+    {"hermitian_lowest", hermitian_lowest, METH_VARARGS, "Lowest eigenpairs, Hermitian."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from multipos.graph.eigensolvers import Components, Eigenpairs, select_columns
 from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
+from multipos.graph.small_kernels import hermitian_eigh
 from multipos.graph.threads import blas_single_threaded
 from multipos.graph.union import StackedGraphs, check_degrees, symmetrized_dense
 
@@ -169,8 +170,13 @@ def _laplacian(
     return lap
 
 
-def _solve_one(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """All ascending eigenpairs of one Hermitian matrix."""
+def _solve_one(mat: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every eigenvalue (ascending) of one Hermitian matrix and at least the eigenvectors of
+    the ``count`` lowest: all pairs of a real one (``numpy.linalg.eigh``), the ``count``
+    lowest of a complex one (:func:`~multipos.graph.small_kernels.hermitian_eigh`, the
+    solver the per-graph path uses)."""
+    if np.iscomplexobj(mat):
+        return hermitian_eigh(mat, count)
     vals, vecs = np.linalg.eigh(mat)
     return vals, vecs
 
@@ -197,7 +203,9 @@ def _solve_chunk(
     workers: int,
 ) -> list[Eigenpairs]:
     b = lap.shape[0]
-    solved = _map(lambda i: _solve_one(lap[i]), b, workers)
+    # the columns select_columns may read: the null space it drops, then k
+    count = (int(comps.num_comp.max(initial=0)) if trivial == "drop" else 0) + k
+    solved = _map(lambda i: _solve_one(lap[i], count), b, workers)
     if b == 1:
         evals, evecs = solved[0][0][None], solved[0][1][None]
     else:

@@ -23,6 +23,7 @@ import numpy as np
 
 from multipos.graph.eigensolvers import TIE_TOL, Eigenpairs
 from multipos.graph.medium import FULL_EIGH_MAX_NODES, medium_eigenpairs
+from multipos.graph.small_kernels import hermitian_eigh
 from multipos.graph.threads import blas_single_threaded
 from multipos.graph.union import StackedGraphs, check_degrees
 
@@ -191,7 +192,10 @@ def _eigenpairs(
             full = np.empty((n, n), dtype=np.complex128)
             full.real, full.imag = lap, lap_im
             lap = full
-        vals, vecs = np.linalg.eigh(lap)
+        if np.iscomplexobj(lap):  # c is known here (exact reachability)
+            vals, vecs = hermitian_eigh(lap, (c if drop else 0) + k)
+        else:
+            vals, vecs = np.linalg.eigh(lap)
         if c < 0 and drop:  # the real Laplacian of a 0/1 adjacency: see above
             c = int(np.count_nonzero(vals < 1e-9))
         offset = c if drop else 0
@@ -274,7 +278,7 @@ def unweighted_magnetic_pe(
     lap = np.empty((n, n), dtype=np.complex128)
     lap.real, lap.imag = -(d_col * w_re) * dinv, -(d_col * w_im) * dinv
     lap.real.flat[:: n + 1] = np.where(isolated, 3.0, 1.0) if num_iso else 1.0
-    vals, vecs = np.linalg.eigh(lap)
+    vals, vecs = hermitian_eigh(lap, k)
     kv = max(0, min(k, n - num_iso))
     if kv == k:
         sel = vecs[:, :k]

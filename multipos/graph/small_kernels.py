@@ -1,9 +1,12 @@
 """The per-graph fast path of :mod:`multipos.graph.small` with its array operations in the
 compiled module ``multipos.graph._small_graphs`` (``multipos/_native/small_graphs.c``, built at
-install when a C compiler is there): three calls around the same ``numpy.linalg.eigh``, the
-same IEEE operations in the same order, so the same bits (``tests/graph/test_small_kernels.py``)
-at a fraction of the per-graph cost. Without the module the functions return ``None`` and the
-numpy path runs. ``MULTIPOS_NATIVE=0`` turns it off. Nothing here is public.
+install when a C compiler is there): three calls around the same eigensolver as the numpy
+path, the same IEEE operations in the same order, so the same bits
+(``tests/graph/test_small_kernels.py``) at a fraction of the per-graph cost. It also holds the
+solver of every complex Hermitian problem of up to 96 nodes (:func:`hermitian_eigh`: the
+module's own, faster than LAPACK's at this size, on every path). Without the module the
+functions return ``None`` (``hermitian_eigh``: ``numpy.linalg.eigh``) and the numpy path runs.
+``MULTIPOS_NATIVE=0`` turns it off. Nothing here is public.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ except ImportError:  # built without a C compiler: the numpy path runs
 else:
     _kernels = _small_graphs
 
-__all__ = ["available", "laplacian_pe_tensors", "magnetic_pe_tensors"]
+__all__ = ["available", "hermitian_eigh", "laplacian_pe_tensors", "magnetic_pe_tensors"]
 
 _ENABLED = os.environ.get("MULTIPOS_NATIVE", "1") != "0"
 
@@ -34,6 +37,24 @@ _ENABLED = os.environ.get("MULTIPOS_NATIVE", "1") != "0"
 def available() -> bool:
     """Whether the compiled module is importable and enabled."""
     return _kernels is not None and _ENABLED
+
+
+def hermitian_eigh(mat: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every eigenvalue (ascending) of a complex Hermitian ``(n, n)`` matrix and the
+    eigenvectors of the ``count`` lowest, ``(n, count)``: the compiled solver for
+    ``n <= 96`` (Householder tridiagonalisation, implicit QL, inverse iteration; see
+    ``small_graphs.c``), else, or on a non-finite entry or no convergence,
+    ``numpy.linalg.eigh``. Every complex solve of a graph of up to 96 nodes goes through here
+    (per graph, ``apply_many``, ``batched_*``), so a graph gets the same bits on every path;
+    the first columns do not depend on ``count``."""
+    n = mat.shape[-1]
+    count = min(count, n)
+    if available() and mat.dtype == np.complex128 and 0 < n <= FULL_EIGH_MAX_NODES and count:
+        vals, vecs = np.empty(n), np.empty((n, count), dtype=np.complex128)
+        if _kernels.hermitian_lowest(np.ascontiguousarray(mat), vals, vecs) == 0:
+            return vals, vecs
+    vals, vecs = np.linalg.eigh(mat)
+    return vals, vecs[:, :count]
 
 
 def _graph(edge_index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int, int] | None:
@@ -94,7 +115,7 @@ def magnetic_pe_tensors(
     cos, sin = np.cos(theta), np.sin(theta)
     lap = np.empty((n, n), dtype=np.complex128)
     _kernels.magnetic(a, deg, cos[0], sin[0], cos[1], sin[1], lap)
-    vals, vecs = np.linalg.eigh(lap)
+    vals, vecs = hermitian_eigh(lap, k)
     out = _outputs(n, k, ("pe_real", "pe_imag", "eigenvalues"))
     _kernels.magnetic_select(
         vals,

@@ -127,6 +127,12 @@ def test_transform_same_attributes_with_and_without_the_module(monkeypatch, tran
         monkeypatch.setattr(small_kernels, "_ENABLED", False)
         without = transform(data)
     assert with_module.keys() == without.keys()
+    exact = isinstance(transform, AddLaplacianPE)  # the magnetic PE: another eigensolver
     for key in without.keys():  # noqa: SIM118 (Data.keys is a method)
         a, b = with_module[key], without[key]
-        assert torch.equal(_bits(a), _bits(b)) if isinstance(a, torch.Tensor) else a == b, key
+        if not isinstance(a, torch.Tensor):
+            assert a == b, key
+        elif exact or a.dtype == torch.bool:
+            assert torch.equal(_bits(a), _bits(b)), key
+        else:  # LAPACK's ?heevd without the module; the phase rule makes them comparable
+            torch.testing.assert_close(a, b, atol=2e-6, rtol=0, msg=key)
