@@ -56,6 +56,14 @@ static int check(Py_buffer *buf, Py_ssize_t bytes, const char *name) {
     return 1;
 }
 
+/* Release the buffers an entry point took and return its result (NULL on error). */
+static PyObject *release(PyObject *result, Py_buffer *a, Py_buffer *b, Py_buffer *c) {
+    PyBuffer_Release(a);
+    PyBuffer_Release(b);
+    PyBuffer_Release(c);
+    return result;
+}
+
 /* ---- The k lowest eigenpairs of a small Hermitian matrix --------------------------------
  *
  * For the magnetic Laplacian of a graph of up to 96 nodes, where only the K lowest
@@ -361,10 +369,7 @@ static PyObject *hermitian_lowest(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS;
     result = PyLong_FromLong(status);
 done:
-    PyBuffer_Release(&mb);
-    PyBuffer_Release(&vb);
-    PyBuffer_Release(&eb);
-    return result;
+    return release(result, &mb, &vb, &eb);
 }
 
 /* Edge counts a (self-loops dropped), integer union degrees; status -1 for an id outside
@@ -406,10 +411,7 @@ static PyObject *adjacency(PyObject *self, PyObject *args) {
     }
     result = Py_BuildValue("(iLL)", 0, one_way, max_union);
 done:
-    PyBuffer_Release(&ei);
-    PyBuffer_Release(&ab);
-    PyBuffer_Release(&db);
-    return result;
+    return release(result, &ei, &ab, &db);
 }
 
 /* L = I - D^-1/2 A D^-1/2 of the union (entries -(d_i a_ij) d_j, diagonal 1, 3 if isolated). */
@@ -431,13 +433,9 @@ static PyObject *laplacian(PyObject *self, PyObject *args) {
             lap[i * n + j] = -(di * (double)union_count(a, n, i, j)) * dinv_of(deg[j]);
         lap[i * n + i] = deg[i] == 0.0 ? 3.0 : 1.0;
     }
-    result = Py_None;
-    Py_INCREF(result);
+    result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&ab);
-    PyBuffer_Release(&db);
-    PyBuffer_Release(&lb);
-    return result;
+    return release(result, &ab, &db, &lb);
 }
 
 /* The magnetic Laplacian of the union: on a pair joined one way, w = a_sym e^{+-i theta}
@@ -471,13 +469,9 @@ static PyObject *magnetic(PyObject *self, PyObject *args) {
         }
         lap[2 * (i * n + i)] = deg[i] == 0.0 ? 3.0 : 1.0;
     }
-    result = Py_None;
-    Py_INCREF(result);
+    result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&ab);
-    PyBuffer_Release(&db);
-    PyBuffer_Release(&lb);
-    return result;
+    return release(result, &ab, &db, &lb);
 }
 
 /* Row of the first entry within TIE_TOL of the column's largest magnitude. */
@@ -542,13 +536,9 @@ static PyObject *laplacian_select(PyObject *self, PyObject *args) {
     }
     fill_values(vals, offset, n, k, kv, (float *)(uintptr_t)values_p,
                 (unsigned char *)(uintptr_t)mask_p);
-    result = Py_None;
-    Py_INCREF(result);
+    result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&vb);
-    PyBuffer_Release(&eb);
-    PyBuffer_Release(&db);
-    return result;
+    return release(result, &vb, &eb, &db);
 }
 
 /* The k lowest complex eigenvectors, isolated rows zero, each column turned so that its
@@ -594,13 +584,9 @@ static PyObject *magnetic_select(PyObject *self, PyObject *args) {
     }
     fill_values(vals, 0, n, k, kv, (float *)(uintptr_t)values_p,
                 (unsigned char *)(uintptr_t)mask_p);
-    result = Py_None;
-    Py_INCREF(result);
+    result = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&vb);
-    PyBuffer_Release(&eb);
-    PyBuffer_Release(&db);
-    return result;
+    return release(result, &vb, &eb, &db);
 }
 
 static PyMethodDef methods[] = {

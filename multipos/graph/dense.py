@@ -13,8 +13,10 @@ go through the same code and give the same bits:
 * every construction step is elementwise IEEE arithmetic or a sum in a fixed order
   (``cumsum`` along a row, ``add.at`` / ``bincount`` in edge and node order); complex
   entries are assembled from their real and imaginary parts;
-* each matrix is solved by its own LAPACK call (``numpy.linalg.eigh``: ``?syevd`` /
-  ``?heevd`` on a copy in a buffer of its own; all pairs), the call a graph alone gets
+* each matrix is solved by its own call, the call a graph alone gets: a real one by
+  ``numpy.linalg.eigh`` (``?syevd`` on a copy in a buffer of its own; all pairs), a complex
+  one by :func:`~multipos.graph.small_kernels.hermitian_eigh` (the compiled solver, or
+  ``?heevd`` without it)
   (a stacked batch in MKL's batched solver once gave matrices at other memory offsets other
   bits; OpenBLAS's solvers give the same bits at any offset and with 1 or 2 threads up to
   96 nodes, which ``tests/graph/test_determinism.py`` holds);

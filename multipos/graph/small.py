@@ -4,8 +4,10 @@ A PyG dataset calls a ``pre_transform`` once per graph, so for molecule-sized gr
 cost is the number of array operations, not the flops. This module computes the same
 eigenvector PE as :mod:`multipos.graph.dense` for one graph with two-dimensional arrays and
 as few calls as possible, step for step the same IEEE operations in the same order
-(weights summed in edge order, ``cumsum`` degrees, the same element-wise Laplacian, one
-``numpy.linalg.eigh`` on the same matrix, the same selection and sign / phase rule), so the
+(weights summed in edge order, ``cumsum`` degrees, the same element-wise Laplacian, the same
+solver on the same matrix: ``numpy.linalg.eigh`` for a real one,
+:func:`~multipos.graph.small_kernels.hermitian_eigh` for a complex one; the same selection
+and sign / phase rule), so the
 bits equal those of the batched path; ``tests/graph/test_determinism.py`` holds that.
 The component count that decides how many pairs ``trivial="drop"`` removes is an integer,
 computed exactly either way (see :func:`_eigenpairs`). Graphs above 96 nodes go to

@@ -165,9 +165,11 @@ def test_component_count_from_the_spectrum_is_exact(seed) -> None:
 @pytest.mark.parametrize("n", [9, 21, 40, 96])
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 def test_small_graph_solver_gives_the_same_bits_at_any_memory_offset(n, dtype) -> None:
-    # Graphs of up to 96 nodes are solved by numpy.linalg.eigh (LAPACK ?syevd / ?heevd) on
-    # the per-graph path without holding BLAS threads: the result must not depend on where
-    # the matrix lies in memory (MKL's batched solver once did) nor on the thread count.
+    # Graphs of up to 96 nodes are solved by numpy.linalg.eigh (LAPACK ?syevd; ?heevd for a
+    # complex one without the compiled module, which has its own solver, tested in
+    # test_hermitian_solver.py) on the per-graph path without holding BLAS threads: the
+    # result must not depend on where the matrix lies in memory (MKL's batched solver once
+    # did) nor on the thread count.
     ring = np.arange(n)
     lap = np.eye(n, dtype=dtype)
     phase = np.exp(0.3j) if dtype == np.complex128 else 1.0
