@@ -48,7 +48,7 @@ class _Rotations:
         if _checking():
             # The complex form RoPE uses in eager mode (apply_rotary), built once here.
             turn = torch.complex(cos, sin).unsqueeze(1)
-            turn_inverse = torch.complex(cos, -sin).unsqueeze(1)
+            turn_inverse = torch.conj_physical(turn)  # cos - i sin, one operation
         return cls(start, cos.shape[-1], cos, sin, turn, turn_inverse)
 
 
