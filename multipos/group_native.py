@@ -24,7 +24,7 @@ from multipos.group_sections import _Matrices, _Mode, _Rotations
 
 _kernels: Any
 try:
-    from multipos import _group_kernels
+    import multipos._group_kernels as _group_kernels
 except ImportError:  # built without a C compiler: the torch path runs
     _kernels = None
 else:
