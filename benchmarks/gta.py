@@ -10,7 +10,10 @@ on the same q, k, v, alternating runs, medians; forward (no grad) and forward+ba
 - ``gta_se3_so2``: multi-view GTA, 4 views x 64 tokens, 32 SE(3) + 32 SO(2) channels;
 - ``rope``: 2-D RoPE (``rope_axial_2d`` tables built once), the reference a transform-only
   scheme can reach;
-- ``control_sdpa``: plain SDPA timed against itself (the resolution of the other ratios).
+- ``control_sdpa``: plain SDPA timed against itself (the resolution of the other ratios);
+- ``transform_q_se3_so2`` (only with the compiled kernel): the multi-view representation's
+  query transform of one ``(B, H, L, D)`` tensor alone, the kernel against the torch
+  operations it replaces.
 
 The GTA transforms outside autograd run in the compiled kernel when it is built (field
 ``transforms``: ``"compiled kernel"``, else ``"torch operations"``); ``MULTIPOS_NATIVE=0``
@@ -99,6 +102,19 @@ def _backward(fn: Callable[..., Tensor], *args: Tensor) -> None:
     fn(*args).sum().backward()
 
 
+def _transform(rep: GTARepresentation, x: Tensor, kernel: bool) -> Callable[[], Tensor]:
+    """``rho^{-T} x`` (attention's query transform) with the kernel on or off."""
+
+    def run() -> Tensor:
+        group_native._ENABLED = kernel
+        try:
+            return rep.apply_inverse_transpose(x)
+        finally:
+            group_native._ENABLED = True
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=41)
@@ -145,6 +161,24 @@ def main() -> None:
                 transforms=TRANSFORMS,
                 baseline_impl="torch.nn.functional.scaled_dot_product_attention (no positions)",
             )
+    if group_native.available():
+        # The transform alone: the compiled kernel against the torch operations it replaces.
+        rep = _multiview_rep(torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            kernel, ops = _transform(rep, q, True), _transform(rep, q, False)
+            t_ours, t_base = time_alternating(kernel, ops, repeats=args.repeats, inner=3)
+        emit(
+            "gta",
+            "transform_q_se3_so2",
+            "forward_s",
+            t_ours,
+            t_base,
+            budget=None,
+            shape=[BATCH, HEADS, TOKENS, HEAD_DIM],
+            threads=1,
+            transforms="compiled kernel",
+            baseline_impl="the torch operations (MULTIPOS_NATIVE=0)",
+        )
 
 
 if __name__ == "__main__":
