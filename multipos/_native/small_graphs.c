@@ -74,9 +74,10 @@ static PyObject *release(PyObject *result, Py_buffer *a, Py_buffer *b, Py_buffer
  *      H = I - tau v v^H chosen so that H^H x = beta e_1 with beta real);
  *   2. every eigenvalue of T by the implicit QL iteration with Wilkinson's shift;
  *   3. the eigenvectors z of T for the `count` lowest eigenvalues by inverse iteration
- *      (LU with partial pivoting of T - lambda I, a fixed pseudo-random start, 3 steps),
- *      each orthogonalised against the vectors before it whose eigenvalues lie within
- *      1e-3 ||T|| (a cluster; modified Gram-Schmidt at every step);
+ *      (LU with partial pivoting of T - lambda I, a fixed pseudo-random start, 3 steps) on
+ *      the unreduced block of T each eigenvalue belongs to, each orthogonalised against
+ *      the vectors of its block before it whose eigenvalues lie within 1e-3 ||T|| (a
+ *      cluster; modified Gram-Schmidt before and after every solve);
  *   4. x = Q z, the reflectors applied in reverse order.
  * One thread, a fixed order of operations and no library calls: the same matrix gives the
  * same bits in any process, on any thread count, at any memory address. Column j depends
@@ -208,11 +209,21 @@ static int tridiagonal_values(const double *d0, const double *e0, int n, double 
     return 0;
 }
 
-/* The unit eigenvector z of (d, e) at lambda by inverse iteration, orthogonal to the `prior`
- * vectors (rows of `before`, n each) of its cluster. */
+/* z minus its components along the orthonormal `before` vectors (modified Gram-Schmidt) */
+static void orthogonalize(double *z, int n, const double *const *before, int prior) {
+    for (int q = 0; q < prior; q++) {
+        const double *u = before[q];
+        double dot = 0.0;
+        for (int i = 0; i < n; i++) dot += u[i] * z[i];
+        for (int i = 0; i < n; i++) z[i] -= dot * u[i];
+    }
+}
+
+/* The unit eigenvector z of the unreduced tridiagonal (d, e) at lambda by inverse iteration,
+ * orthogonal to the `prior` vectors `before` (n each) of its cluster. */
 static void tridiagonal_vector(const double *d, const double *e, int n, double lambda,
-                               double scale, const double *before, int prior, unsigned seed,
-                               double *z) {
+                               double scale, const double *const *before, int prior,
+                               unsigned seed, double *z) {
     double a[96], up[96], up2[96], low[96];
     unsigned char swapped[96];
     double tiny = 2.220446049250313e-16 * (scale > 0.0 ? scale : 1.0);
@@ -248,6 +259,10 @@ static void tridiagonal_vector(const double *d, const double *e, int n, double l
         z[i] = (double)(state >> 8) / 16777216.0 - 0.5;
     }
     for (int step = 0; step < 3; step++) {
+        /* Orthogonal to the cluster before the solve too: a component along an earlier
+         * vector is amplified as much as the wanted one, so it must enter at rounding size,
+         * not be cancelled after (which leaves rounding noise of its size everywhere). */
+        orthogonalize(z, n, before, prior);
         for (int i = 0; i < n - 1; i++) {
             if (swapped[i]) {
                 double t = z[i];
@@ -261,12 +276,7 @@ static void tridiagonal_vector(const double *d, const double *e, int n, double l
         if (n > 1) z[n - 2] = (z[n - 2] - up[n - 2] * z[n - 1]) / a[n - 2];
         for (int i = n - 3; i >= 0; i--)
             z[i] = (z[i] - up[i] * z[i + 1] - up2[i] * z[i + 2]) / a[i];
-        for (int q = 0; q < prior; q++) {
-            const double *u = before + (size_t)q * n;
-            double dot = 0.0;
-            for (int i = 0; i < n; i++) dot += u[i] * z[i];
-            for (int i = 0; i < n; i++) z[i] -= dot * u[i];
-        }
+        orthogonalize(z, n, before, prior);
         double norm = 0.0;
         for (int i = 0; i < n; i++) norm += z[i] * z[i];
         norm = sqrt(norm);
@@ -297,20 +307,58 @@ CLONES static int lowest_eigenpairs(const double *in, int n, int count, double *
     }
     for (int j = 0; j < n - 1; j++) reflector(w, n, j);
     w->d[n - 1] = w->ar[(n - 1) * n + n - 1];
-    int status = tridiagonal_values(w->d, w->e, n, vals);
+    /* Split T where an off-diagonal is negligible (the QL test): each unreduced block gets its
+     * own eigenvalues and eigenvectors (zero outside it), so vectors of different blocks are
+     * exactly orthogonal however close their eigenvalues; inverse iteration on the whole T
+     * would be dominated there by whichever block's pivot happened to be smallest. */
+    const double eps = 2.220446049250313e-16;
+    double scale = 0.0;
+    for (int i = 0; i < n; i++) {
+        double r = fabs(w->d[i]) + (i > 0 ? fabs(w->e[i - 1]) : 0.0) +
+                   (i < n - 1 ? fabs(w->e[i]) : 0.0);
+        if (r > scale) scale = r;
+    }
+    int block_of[96], first_of[97], blocks = 0, status = 0;
+    first_of[0] = 0;
+    for (int i = 0; i < n; i++) {
+        block_of[i] = blocks;
+        if (i == n - 1 || fabs(w->e[i]) <= eps * (fabs(w->d[i]) + fabs(w->d[i + 1]))) {
+            w->e[i] = 0.0;
+            first_of[++blocks] = i + 1;
+        }
+    }
+    int order[96]; /* eigenvalue slots, ascending by value (ties: lower block first) */
+    for (int b = 0; b < blocks && status == 0; b++)
+        status = tridiagonal_values(w->d + first_of[b], w->e + first_of[b],
+                                    first_of[b + 1] - first_of[b], vals + first_of[b]);
     if (status == 0) {
-        double scale = 0.0;
-        for (int i = 0; i < n; i++) {
-            double r = fabs(w->d[i]) + (i > 0 ? fabs(w->e[i - 1]) : 0.0) +
-                       (i < n - 1 ? fabs(w->e[i]) : 0.0);
-            if (r > scale) scale = r;
+        for (int i = 0; i < n; i++) order[i] = i;
+        for (int i = 1; i < n; i++) { /* insertion sort, stable: slot order breaks ties */
+            int v = order[i], j = i - 1;
+            for (; j >= 0 && vals[order[j]] > vals[v]; j--) order[j + 1] = order[j];
+            order[j + 1] = v;
         }
-        int first = 0; /* first column of the current cluster */
+        double sorted[96];
+        for (int i = 0; i < n; i++) sorted[i] = vals[order[i]];
         for (int c = 0; c < count; c++) {
-            if (c > 0 && vals[c] - vals[c - 1] > 1e-3 * scale) first = c;
-            tridiagonal_vector(w->d, w->e, n, vals[c], scale, z + (size_t)first * n, c - first,
-                               (unsigned)c, z + (size_t)c * n);
+            int b = block_of[order[c]], lo = first_of[b], size = first_of[b + 1] - lo;
+            /* earlier columns of the same block whose eigenvalues chain to this one within
+             * 1e-3 ||T|| (a cluster) */
+            const double *prior[96];
+            int nprior = 0;
+            double next = sorted[c];
+            for (int q = c - 1; q >= 0; q--) {
+                if (block_of[order[q]] != b) continue;
+                if (next - sorted[q] > 1e-3 * scale) break;
+                prior[nprior++] = z + (size_t)q * n + lo;
+                next = sorted[q];
+            }
+            double *col = z + (size_t)c * n;
+            memset(col, 0, (size_t)n * sizeof(double));
+            tridiagonal_vector(w->d + lo, w->e + lo, size, sorted[c], scale, prior, nprior,
+                               (unsigned)c, col + lo);
         }
+        memcpy(vals, sorted, (size_t)n * sizeof(double));
         for (int c = 0; c < count; c++) {
             double y_r[96], y_i[96];
             for (int i = 0; i < n; i++) {

@@ -62,6 +62,38 @@ def test_eigenpairs_to_machine_precision() -> None:
             assert np.abs(gram - np.eye(count)).max() <= 1e-13, (n, count)
 
 
+def _hard_matrices() -> list[np.ndarray]:
+    """Spectra that defeat plain inverse iteration: an eigenvalue of multiplicity N - 1
+    (complete graph), a star, twelve copies of one graph, and sparse random graphs with
+    isolated nodes and components that the reduction couples only by rounding (tiny, not
+    zero, off-diagonals)."""
+    rng = np.random.default_rng(2)
+    mats = []
+    for q in (0.0, 0.25):
+        mats.append(_magnetic(np.ones((40, 40)) - np.eye(40), q))
+        star = np.zeros((50, 50))
+        star[0, 1:] = 1.0
+        mats.append(_magnetic(star, q))
+        small = np.triu(rng.random((8, 8)) < 0.4, 1).astype(float)
+        mats.append(np.kron(np.eye(12), _magnetic(small, q)))
+    for _ in range(150):
+        n = int(rng.integers(10, 97))
+        adj = (rng.random((n, n)) < 0.02).astype(float)
+        np.fill_diagonal(adj, 0.0)
+        mats.append(_magnetic(adj, float(rng.choice([0.0, 0.05, 0.5]))))
+    return mats
+
+
+def test_repeated_and_nearly_repeated_eigenvalues() -> None:
+    for mat in _hard_matrices():
+        n = mat.shape[0]
+        for count in (min(8, n), n):
+            vals, vecs = hermitian_eigh(mat, count)
+            assert np.abs(vals - np.linalg.eigvalsh(mat)).max() <= 1e-13 * 3
+            assert np.abs(mat @ vecs - vecs * vals[:count]).max() <= 1e-13 * 3, n
+            assert np.abs(vecs.conj().T @ vecs - np.eye(count)).max() <= 1e-12, n
+
+
 def test_same_bits_at_any_address_and_for_any_column_count() -> None:
     for mat in _matrices()[3:]:
         n = mat.shape[0]
