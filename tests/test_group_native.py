@@ -168,21 +168,6 @@ def test_what_the_kernel_leaves_to_torch() -> None:
     assert whole._whole()
 
 
-def test_turned_off_by_the_environment_variable() -> None:
-    import subprocess
-    import sys
-
-    code = "from multipos import group_native; print(group_native.available())"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**__import__("os").environ, "MULTIPOS_NATIVE": "0"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == "False"
-
-
 @pytest.mark.parametrize("heads", [1, 3])
 def test_shares_on_several_threads_give_the_same_bits(monkeypatch, heads) -> None:
     # heads 1 < 2 threads: the batch is split (each share reads its own batch rows of the

@@ -1,14 +1,16 @@
 /*
  * The per-graph Laplacian and magnetic Laplacian PEs of one unweighted graph of up to 96 nodes,
- * outside the eigensolver, in three calls instead of a few dozen array operations.
+ * outside the eigensolver, in three calls instead of a few dozen array operations; and the
+ * solver of the complex Hermitian problems of up to 96 nodes (hermitian_lowest, below).
  *
  * A PyG dataset calls its pre_transform once per graph; for molecule-sized graphs the cost of
  * the numpy path (multipos/graph/small.py) is the number of array operations, not the flops.
  * These loops perform the same IEEE operations in the same order as that path (integer edge
  * counts, the union max(a, a^T), degrees as exact integer sums, D^-1/2 = 1 / sqrt(d), the
  * entries -(d_i w_ij) d_j, the canonical sign or phase of each column), so the matrix handed
- * to numpy.linalg.eigh and the PE written from its result have the same bits as the numpy
- * path; tests/graph/test_small_kernels.py holds that. The build turns off contraction into
+ * to the eigensolver (numpy.linalg.eigh for the real Laplacian, hermitian_lowest for the
+ * magnetic one, on both paths) and the PE written from its result have the same bits as the
+ * numpy path; tests/graph/test_small_kernels.py holds that. The build turns off contraction into
  * fused multiply-adds, which would change roundings.
  *
  *   adjacency(edge_index, n, a, deg) -> (status, one_way, max_union)
